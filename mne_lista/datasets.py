@@ -1,0 +1,86 @@
+"""Access to the MEG data used by tests, benchmarks, tutorials and the CLI.
+
+``subset_data_path()`` finds the small offline subset of MNE's ``sample``
+dataset (real evoked responses, noise covariance, BEM, small cortical source
+space) named by the environment variable ``MNE_LISTA_DATA``; the helpers
+below build real forward models from it in seconds, without any download.
+"""
+
+import os
+from pathlib import Path
+
+import mne
+from mne.utils import verbose
+
+SUBSET_ENV = "MNE_LISTA_DATA"
+_SUBSET_FILES = ("test-ave.fif.gz", "test-cov.fif", "small-src.fif.gz")
+
+
+def subset_data_path(path=None, *, raise_error=True):
+    """Folder of the offline sample subset, or None when it is absent.
+
+    Parameters
+    ----------
+    path : path-like | None
+        Explicit folder; defaults to ``$MNE_LISTA_DATA``.
+    raise_error : bool
+        Raise a clear error (instead of returning None) when it is absent.
+    """
+    path = path if path is not None else os.environ.get(SUBSET_ENV)
+    if path is not None and all((Path(path) / f).is_file() for f in _SUBSET_FILES):
+        return Path(path).resolve()
+    if raise_error:
+        raise FileNotFoundError(
+            f"the MEG sample subset was not found (set {SUBSET_ENV} to a folder "
+            f"holding {', '.join(_SUBSET_FILES)}; got {path!r})"
+        )
+    return None
+
+
+@verbose
+def read_subset(condition="Right Auditory", path=None, *, verbose=None):
+    """Read an evoked response (MEG channels) and the noise covariance.
+
+    Returns
+    -------
+    evoked : Evoked
+    noise_cov : Covariance
+    """
+    path = subset_data_path(path)
+    evoked = mne.read_evokeds(
+        path / "test-ave.fif.gz", condition=condition, baseline=(None, 0)
+    ).pick("meg")
+    noise_cov = mne.read_cov(path / "test-cov.fif")
+    return evoked, noise_cov
+
+
+@verbose
+def make_subset_forward(info, kind="volume", pos=7.0, path=None, *, verbose=None):
+    """Compute a real MEG forward model of the sample subject.
+
+    Parameters
+    ----------
+    info : Info
+        Measurement info (MEG channels are used).
+    kind : 'volume' | 'surface'
+        'volume': a grid inside the inner skull with spacing ``pos`` mm
+        (10 mm -> 1433, 7 mm -> 4157, 5 mm -> 11430 positions, free
+        orientation); 'surface': the decimated cortical source space with 516
+        sources (free orientation, convert it for fixed).
+    pos : float
+        Grid spacing (mm) for 'volume'.
+
+    Returns
+    -------
+    forward : Forward
+    """
+    path = subset_data_path(path)
+    bem = mne.read_bem_solution(path / "sample-1280-bem-sol.fif")
+    trans = path / "sample_audvis_trunc-trans.fif"
+    if kind == "volume":
+        src = mne.setup_volume_source_space(None, pos=float(pos), bem=bem)
+    elif kind == "surface":
+        src = mne.read_source_spaces(path / "small-src.fif.gz")
+    else:
+        raise ValueError(f"kind must be 'volume' or 'surface', got {kind!r}")
+    return mne.make_forward_solution(info, trans, src, bem, meg=True, eeg=False)
