@@ -8,7 +8,8 @@ solvers are solutions of the same problem.
 
 import numpy as np
 import torch
-from mne import Covariance, Epochs, Evoked, Forward
+from mne import Covariance, Evoked, Forward
+from mne.epochs import BaseEpochs
 from mne.io.constants import FIFF
 from mne.utils import _validate_type, logger, verbose
 
@@ -118,7 +119,7 @@ class LassoProblem:
         """
         if self.whitener is None:
             raise RuntimeError("This problem has no whitener (built from a gain).")
-        if isinstance(inst, Evoked | Epochs):
+        if isinstance(inst, Evoked | BaseEpochs):
             data = _pick_data(inst, self.ch_names)
         elif isinstance(inst, np.ndarray | torch.Tensor):
             data = np.asarray(inst.cpu() if isinstance(inst, torch.Tensor) else inst)
@@ -155,7 +156,7 @@ def _pick_data(inst, ch_names):
             "the model: rebuild the model with the same bad channels"
         )
     idx = [inst.ch_names.index(c) for c in ch_names]
-    if isinstance(inst, Epochs):
+    if isinstance(inst, BaseEpochs):
         return inst.get_data(picks=idx)
     return inst.data[idx]
 

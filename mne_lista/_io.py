@@ -1,0 +1,259 @@
+"""Saving and reading trained Step-LISTA models without pickled code.
+
+A model file is a NumPy ``.npz`` archive read with ``allow_pickle=False``:
+
+- ``steps``: the learned step sizes (float64, one per layer);
+- ``fingerprint``: the whitened, weighted gain applied to fixed
+  pseudo-random probe vectors (``n x 8``), which identifies the problem the
+  steps were learned for (forward, noise covariance, channels, SSP, loose,
+  depth) robustly to floating-point noise;
+- ``metadata``: UTF-8 JSON (format name and version, package version,
+  number of layers, network precision, lam range, n_orient, loose, depth,
+  rank, channel names, gain shape and Lipschitz constant).
+
+The file does not hold the forward model: like the weights of any neural
+network, the steps are read back onto the problem they were trained for,
+``read_step_lista(fname, forward, noise_cov, info)``, which rebuilds the
+problem exactly as the constructor does and refuses (clear error) a forward,
+covariance or channel set that does not match the fingerprint.
+"""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from mne.utils import _validate_type, logger, verbose
+
+FORMAT_NAME = "mne-lista-step-lista"
+FORMAT_VERSION = 1
+_N_PROBES = 8
+_PROBE_SEED = 20191208  # fixed: the probes must be the same at write and read
+_FP_RTOL = 1e-5
+
+
+def gain_fingerprint(gain, n_probes=_N_PROBES):
+    """Fingerprint of a gain matrix: ``gain @ P`` for fixed random probes P.
+
+    Robust to BLAS rounding (compare with a relative tolerance), sensitive to
+    any real change of the gain (channels, whitening, weighting, forward).
+
+    Returns
+    -------
+    fingerprint : array, shape (n_channels, n_probes)
+    """
+    gain = np.asarray(gain, dtype=np.float64)
+    rng = np.random.default_rng(_PROBE_SEED)
+    probes = rng.standard_normal((gain.shape[1], n_probes))
+    return gain @ probes / np.sqrt(gain.shape[1])
+
+
+def _fingerprint_matches(fp, ref, rtol=_FP_RTOL):
+    if fp.shape != ref.shape:
+        return False
+    scale = np.linalg.norm(ref)
+    return bool(np.linalg.norm(fp - ref) <= rtol * max(scale, np.finfo(float).tiny))
+
+
+def _jsonable(value):
+    """loose/depth/rank values as JSON (floats, str, None, dicts of them)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"cannot save a parameter of type {type(value)} in a model")
+
+
+def write_step_lista(fname, model, *, overwrite=False):
+    """Write a StepLISTA model (see :meth:`mne_lista.StepLISTA.save`)."""
+    from . import __version__
+
+    fname = Path(os.fspath(fname))
+    _validate_type(overwrite, bool, "overwrite")
+    if fname.exists() and not overwrite:
+        raise FileExistsError(
+            f"Destination file exists: {fname}. Please use overwrite=True to "
+            "overwrite it."
+        )
+    problem = model.problem
+    net = model.net
+    dtype = str(next(net.buffers()).dtype).replace("torch.", "")
+    lam_range = getattr(model, "lam_range", None)
+    meta = dict(
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        mne_lista_version=__version__,
+        network=type(net).__name__,
+        n_layers=int(model.n_layers),
+        dtype=dtype,
+        lam_range=None if lam_range is None else [float(v) for v in lam_range],
+        n_orient=int(problem.n_orient),
+        loose=_jsonable(problem.loose),
+        depth=_jsonable(problem.depth),
+        rank=_jsonable(problem.rank),
+        ch_names=list(problem.ch_names),
+        gain_shape=list(problem.gain.shape),
+        lipschitz=float(problem.lipschitz),
+        n_probes=_N_PROBES,
+        probe_seed=_PROBE_SEED,
+    )
+    arrays = dict(
+        steps=np.asarray(net.steps, dtype=np.float64),
+        fingerprint=gain_fingerprint(problem.gain),
+        metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+    )
+    # write through a file object so that numpy does not append ".npz"
+    with open(fname, "wb") as fid:
+        np.savez(fid, **arrays)
+    logger.info(f"Wrote {fname}")
+    return fname
+
+
+def _read_arrays(fname):
+    """Read and validate the arrays and metadata of a model file."""
+    fname = Path(os.fspath(fname))
+    if not fname.is_file():
+        raise FileNotFoundError(f"model file not found: {fname}")
+    foreign = f"{fname} is not a mne-lista Step-LISTA model file (or it is corrupt)"
+    try:
+        with np.load(fname, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ValueError(f"{foreign}: {exc}") from None
+    missing = {"steps", "fingerprint", "metadata"} - set(arrays)
+    if missing:
+        raise ValueError(f"{foreign}: missing {sorted(missing)}")
+    try:
+        meta = json.loads(arrays["metadata"].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{foreign}: unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{foreign}: format is not {FORMAT_NAME!r}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{fname} has format version {version!r}, this mne-lista reads up "
+            f"to {FORMAT_VERSION}: upgrade mne-lista"
+        )
+    keys = ("n_layers", "dtype", "n_orient", "ch_names", "gain_shape")
+    absent = [k for k in keys if k not in meta]
+    if absent:
+        raise ValueError(f"{foreign}: metadata lacks {absent}")
+    steps = np.asarray(arrays["steps"], dtype=np.float64)
+    if (
+        steps.shape != (meta["n_layers"],)
+        or not np.isfinite(steps).all()
+        or not (steps > 0).all()
+    ):
+        raise ValueError(
+            f"{foreign}: expected {meta['n_layers']} positive finite steps, got "
+            f"shape {steps.shape}"
+        )
+    fp = np.asarray(arrays["fingerprint"], dtype=np.float64)
+    if fp.shape != (meta["gain_shape"][0], meta.get("n_probes", _N_PROBES)):
+        raise ValueError(f"{foreign}: fingerprint of shape {fp.shape}")
+    return steps, fp, meta
+
+
+def check_model_problem(problem, fp, meta, what="the model"):
+    """Raise a clear error when a problem is not the one a model was made for."""
+    ch_names = list(meta["ch_names"])
+    if list(problem.ch_names) != ch_names:
+        extra = sorted(set(problem.ch_names) - set(ch_names))
+        missing = sorted(set(ch_names) - set(problem.ch_names))
+        raise ValueError(
+            f"the channels do not match those of {what}: {len(problem.ch_names)}"
+            f" channel(s) here vs {len(ch_names)} in the model; missing here: "
+            f"{missing[:10]}, not in the model: {extra[:10]}"
+            + ("" if missing or extra else " (different order)")
+            + "; use the same good channels (info['bads']) as for training"
+        )
+    if (
+        list(problem.gain.shape) != list(meta["gain_shape"])
+        or problem.n_orient != (meta["n_orient"])
+    ):
+        raise ValueError(
+            f"the forward model does not match {what}: gain of shape "
+            f"{problem.gain.shape} (n_orient={problem.n_orient}) vs "
+            f"{tuple(meta['gain_shape'])} (n_orient={meta['n_orient']}) in the "
+            "model"
+        )
+    here = gain_fingerprint(problem.gain, fp.shape[1])
+    if not _fingerprint_matches(here, fp):
+        err = np.linalg.norm(here - fp) / max(np.linalg.norm(fp), 1e-300)
+        raise ValueError(
+            f"the whitened gain does not match the fingerprint of {what} "
+            f"(relative difference {err:.2e} > {_FP_RTOL:g}): the forward, the "
+            "noise covariance, the projectors or loose/depth differ from those "
+            "the model was trained for"
+        )
+
+
+@verbose
+def read_step_lista(fname, forward, noise_cov, info, *, device="cpu", verbose=None):
+    """Read a Step-LISTA model saved with :meth:`mne_lista.StepLISTA.save`.
+
+    The steps are loaded without unpickling any code and attached to the
+    problem rebuilt from ``forward``, ``noise_cov`` and ``info`` with the
+    saved ``loose``, ``depth`` and ``rank``; its whitened gain must match the
+    saved fingerprint.
+
+    Parameters
+    ----------
+    fname : path-like
+        The model file.
+    forward : Forward
+        The forward solution the model was trained with.
+    noise_cov : Covariance
+        The noise covariance the model was trained with.
+    info : Info | Evoked | Epochs
+        Measurement info with the same good channels and projectors.
+    device : str | torch.device
+        Where to put the network.
+    %(verbose)s
+
+    Returns
+    -------
+    model : StepLISTA
+        The trained model, ready to :meth:`~mne_lista.StepLISTA.apply`.
+    """
+    import torch
+
+    from .inverse import StepLISTA
+    from .networks import StepLISTANet
+
+    steps, fp, meta = _read_arrays(fname)
+    if meta.get("network", "StepLISTANet") != "StepLISTANet":
+        raise ValueError(
+            f"{fname} holds a {meta['network']} network, not a StepLISTANet"
+        )
+    model = StepLISTA(
+        forward,
+        noise_cov,
+        info,
+        n_layers=int(meta["n_layers"]),
+        loose=meta.get("loose", "auto"),
+        depth=meta.get("depth", 0.8),
+        rank=meta.get("rank"),
+        device=device,
+    )
+    check_model_problem(model.problem, fp, meta, what=f"the model in {fname}")
+    dtype = getattr(torch, str(meta["dtype"]), None)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{fname}: unsupported network dtype {meta['dtype']!r}")
+    if next(model.net.buffers()).dtype != dtype:
+        model.net = StepLISTANet(model.problem, model.n_layers, dtype=dtype)
+        model.net.to(model.device)
+    model.net.set_steps(steps)
+    if meta.get("lam_range") is not None:
+        model.lam_range = tuple(float(v) for v in meta["lam_range"])
+    logger.info(
+        f"Read {model!r} from {fname} (mne-lista {meta.get('mne_lista_version')})"
+    )
+    return model
+
+
+__all__ = ["read_step_lista", "write_step_lista", "gain_fingerprint"]

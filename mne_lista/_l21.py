@@ -1,0 +1,326 @@
+"""Batched L21 (MxNE) pieces in torch: one mixed-norm problem per time window.
+
+The problem solved by :func:`mne.inverse_sparse.mixed_norm` on a time window
+``M`` (whitened data, ``n`` channels x ``K`` time samples or temporal
+components) is::
+
+    F(Z) = 1/2 ||M - D Z||_F^2 + lam * sum_p ||Z_p||_F
+
+where ``Z_p`` is the block of ``n_orient`` consecutive rows of source
+position ``p`` over all ``K`` columns: one support for the whole window.
+
+Layout: a batch of ``W`` windows is stored as ``M`` of shape ``(n, W, K)``
+and ``Z`` of shape ``(m, W, K)``. Flattened to ``(n, W * K)`` and
+``(m, W * K)`` (a free view), this is the column convention of
+:mod:`mne_lista._lasso`, so every product with the gain is ONE matrix product
+for all windows and the group norms reuse :func:`mne_lista._lasso.
+_group_sq_norms`; the L21 groups are the Lasso groups summed over the ``K``
+columns of a window. With ``K == 1`` every function here equals its
+:mod:`mne_lista._lasso` counterpart. Windows with fewer columns are padded
+with zero columns (:func:`stack_windows`): zero columns of ``M`` give zero
+columns of every iterate and of the solution, and change neither the
+objective, nor the duality gap, nor ``alpha_max``.
+
+``lam`` is a scalar or one value per window, shape ``(W,)``. Every function
+works on any device, in float32 or float64.
+"""
+
+import numpy as np
+import torch
+
+from ._lasso import _as_lam, _group_sq_norms
+
+
+def _check_windows(A, name="M", n_rows=None):
+    """Return A as a 3D tensor (rows, W, K); a 2D (rows, K) is one window."""
+    if not isinstance(A, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(A)}")
+    if A.ndim == 2:
+        A = A[:, None, :]
+    if A.ndim != 3 or (n_rows is not None and A.shape[0] != n_rows):
+        rows = "n_rows" if n_rows is None else n_rows
+        raise ValueError(
+            f"{name} must have shape ({rows}, n_windows, n_components) or "
+            f"({rows}, n_components), got {tuple(A.shape)}"
+        )
+    return A
+
+
+def _flat(A):
+    """(rows, W, K) -> (rows, W * K), a view when A is contiguous."""
+    return A.reshape(A.shape[0], -1)
+
+
+def group_sq_norms(Z, n_orient):
+    """Squared Frobenius norm of each position's rows in each window, (P, W)."""
+    m, n_win, n_comp = Z.shape
+    sq = _group_sq_norms(_flat(Z), n_orient)  # (P, W * K)
+    return sq.reshape(m // n_orient, n_win, n_comp).sum(-1)
+
+
+def group_norms(Z, n_orient):
+    """Frobenius norm of each position's rows in each window, shape (P, W).
+
+    Zero groups get ``sqrt(tiny)`` so that the gradient stays finite.
+    """
+    tiny = torch.finfo(Z.dtype).tiny
+    return torch.sqrt(group_sq_norms(Z, n_orient).clamp_min(tiny))
+
+
+def penalty(Z, n_orient):
+    """The L21 norm of each window, shape (W,) (MNE's ``norm_l21``)."""
+    return group_norms(Z, n_orient).sum(0)
+
+
+def dual_norm(U, n_orient):
+    """The L2inf norm of each window, shape (W,) (MNE's ``norm_l2inf``)."""
+    return torch.sqrt(group_sq_norms(U, n_orient).amax(0))
+
+
+def prox(Z, thresh, n_orient):
+    """Row-group soft thresholding (proximal operator of ``thresh * L21``).
+
+    ``thresh`` is a scalar or one value per window, shape (W,).
+    """
+    m, n_win, n_comp = Z.shape
+    thresh = torch.as_tensor(thresh, dtype=Z.dtype, device=Z.device)
+    tiny = torch.finfo(Z.dtype).tiny
+    inv_norms = torch.rsqrt(group_sq_norms(Z, n_orient).clamp_min(tiny))
+    shrink = torch.clamp(1.0 - thresh * inv_norms, min=0.0)  # (P, W)
+    Zg = Z.reshape(m // n_orient, n_orient, n_win, n_comp)
+    return (Zg * shrink[:, None, :, None]).reshape(Z.shape)
+
+
+def active_rows(Z):
+    """Boolean mask (m,) of the rows of Z that are non-zero in any window."""
+    return _flat(Z).ne(0).any(1)
+
+
+def gain_times(D, Z, *, sparse_frac=0.25):
+    """``D @ Z`` for every window, shape (n, W, K).
+
+    When less than ``sparse_frac`` of the rows of ``Z`` are non-zero (sparse
+    iterates), only the matching columns of ``D`` are used.
+    """
+    Zf = _flat(Z)
+    if sparse_frac > 0:
+        act = active_rows(Z)
+        n_act = int(act.sum())
+        if n_act < sparse_frac * Zf.shape[0]:
+            idx = torch.nonzero(act)[:, 0]
+            out = D[:, idx] @ Zf[idx]
+            return out.reshape(D.shape[0], *Z.shape[1:])
+    return (D @ Zf).reshape(D.shape[0], *Z.shape[1:])
+
+
+def gain_t_times(D, R):
+    """``D^T @ R`` for every window, shape (m, W, K)."""
+    return (D.T @ _flat(R)).reshape(D.shape[1], *R.shape[1:])
+
+
+def residual(D, M, Z):
+    """Data residual ``M - D Z`` of each window, shape (n, W, K)."""
+    return M - gain_times(D, Z)
+
+
+def _sq_norms(R):
+    """Squared Frobenius norm of each window, shape (W,)."""
+    return (R * R).sum((0, 2))
+
+
+def objective(D, M, Z, lam, n_orient):
+    """L21 objective of each window, shape (W,)."""
+    lam = _as_lam(lam, M.shape[1], M)
+    R = residual(D, M, Z)
+    return 0.5 * _sq_norms(R) + lam * penalty(Z, n_orient)
+
+
+def alpha_max(D, M, n_orient):
+    """Smallest ``lam`` for which 0 solves each window's problem, shape (W,).
+
+    This is MNE's ``norm_l2inf(G.T @ M, n_orient)`` (before its scaling by
+    0.01): ``lam = alpha / 100 * alpha_max`` for MNE's ``alpha`` in %.
+    """
+    return dual_norm(gain_t_times(D, M), n_orient)
+
+
+def duality_gap(D, M, Z, lam, n_orient):
+    """Duality gap of each window, with primal and dual objectives.
+
+    The dual point is the residual rescaled into the dual feasible set,
+    ``theta = R / max(1, ||D^T R||_{2,inf} / lam)``, as MNE's ``dgap_l21``.
+
+    Returns
+    -------
+    gap, p_obj, d_obj : tensors of shape (W,)
+    """
+    lam = _as_lam(lam, M.shape[1], M)
+    GZ = gain_times(D, Z)
+    R = M - GZ
+    nR2 = _sq_norms(R)
+    p_obj = 0.5 * nR2 + lam * penalty(Z, n_orient)
+    dnorm = dual_norm(gain_t_times(D, R), n_orient)
+    tiny = torch.finfo(M.dtype).tiny
+    scale = 1.0 / torch.clamp(dnorm / lam.clamp_min(tiny), min=1.0)
+    # 1/2||M||^2 - 1/2||M - s R||^2 with M = R + GZ, as in MNE's dgap_l21
+    d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GZ).sum((0, 2))
+    return p_obj - d_obj, p_obj, d_obj
+
+
+def ista_step(D, M, Z, step, lam, n_orient):
+    """One proximal gradient step ``prox(Z - step D^T(DZ - M), step * lam)``.
+
+    Shared by :func:`ista` and :class:`mne_lista.mxne.StepMxNENet`, so an
+    untrained network performs exactly the operations of ISTA.
+    """
+    grad = gain_t_times(D, gain_times(D, Z) - M)
+    return prox(Z - step * grad, step * lam, n_orient)
+
+
+def _init(D, M, Z0):
+    shape = (D.shape[1], *M.shape[1:])
+    if Z0 is None:
+        return M.new_zeros(shape)
+    Z0 = torch.as_tensor(Z0, dtype=M.dtype, device=M.device)
+    if Z0.shape != shape:
+        raise ValueError(f"Z0 must have shape {shape}, got {tuple(Z0.shape)}")
+    return Z0.clone()
+
+
+@torch.no_grad()
+def ista(D, M, lam, n_iter, n_orient, *, step=None, Z0=None):
+    """ISTA on a batch of L21 problems (step ``1/||D||_2^2`` by default).
+
+    Parameters
+    ----------
+    D : Tensor, shape (n, m)
+        The gain.
+    M : Tensor, shape (n, W, K)
+        The windows.
+    lam : float | Tensor, shape (W,)
+        Regularization.
+    n_iter : int
+        Number of iterations.
+    n_orient : int
+        Group size.
+    step : float | None
+        Step size.
+    Z0 : Tensor, shape (m, W, K) | None
+        Initial point.
+
+    Returns
+    -------
+    Z : Tensor, shape (m, W, K)
+    """
+    M = _check_windows(M, "M", D.shape[0])
+    lam = _as_lam(lam, M.shape[1], M)
+    if step is None:
+        step = 1.0 / float(torch.linalg.matrix_norm(D.double(), ord=2) ** 2)
+    Z = _init(D, M, Z0)
+    for _ in range(int(n_iter)):
+        Z = ista_step(D, M, Z, step, lam, n_orient)
+    return Z
+
+
+@torch.no_grad()
+def fista(D, M, lam, n_iter, n_orient, *, step=None, Z0=None):
+    """FISTA on a batch of L21 problems; parameters are those of :func:`ista`."""
+    M = _check_windows(M, "M", D.shape[0])
+    lam = _as_lam(lam, M.shape[1], M)
+    if step is None:
+        step = 1.0 / float(torch.linalg.matrix_norm(D.double(), ord=2) ** 2)
+    Z = _init(D, M, Z0)
+    Y, t = Z, 1.0
+    for _ in range(int(n_iter)):
+        Z_new = ista_step(D, M, Y, step, lam, n_orient)
+        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        Y = Z_new + ((t - 1.0) / t_new) * (Z_new - Z)
+        Z, t = Z_new, t_new
+    return Z
+
+
+def time_pca(M, n_components=None):
+    """MNE's ``time_pca``: the leading temporal components of each window.
+
+    Each window ``M_w = U s Vh`` (thin SVD) is replaced by ``U s`` (its
+    temporal components); a solution ``Z_w`` on them maps back to time as
+    ``Z_w @ Vh``. With all components, the L21 problem on ``U s`` and the one
+    on ``M_w`` have the same objective values (``Vh`` has orthonormal rows).
+
+    Parameters
+    ----------
+    M : Tensor, shape (n, W, T)
+        The windows.
+    n_components : int | None
+        Keep at most this many components (all, ``min(n, T)``, by default).
+
+    Returns
+    -------
+    M_pca : Tensor, shape (n, W, K)
+        ``U s`` of each window.
+    Vh : Tensor, shape (W, K, T)
+        The temporal components.
+    """
+    M = _check_windows(M)
+    n, _, n_times = M.shape
+    n_comp = min(n, n_times)
+    if n_components is not None:
+        n_comp = min(n_comp, int(n_components))
+    # right singular vectors from the eigendecomposition of the (T, T) Gram
+    # matrix of each window: much faster than a batched SVD of (n, T) windows
+    Mw = M.permute(1, 0, 2)  # (W, n, T)
+    gram = Mw.mT @ Mw
+    n_threads = torch.get_num_threads()
+    try:  # small LAPACK calls gain nothing from threads (and suffer on busy CPUs)
+        torch.set_num_threads(1)
+        _, V = torch.linalg.eigh(gram)  # ascending eigenvalues
+    finally:
+        torch.set_num_threads(n_threads)
+    V = V.flip(-1)[..., :n_comp]  # (W, T, K), descending
+    M_pca = (Mw @ V).permute(1, 0, 2).contiguous()  # U s = M V
+    return M_pca, V.mT.contiguous()
+
+
+def from_pca(Z, Vh):
+    """Map solutions on temporal components back to time, (m, W, T)."""
+    return torch.einsum("mwk,wkt->mwt", Z, Vh)
+
+
+def stack_windows(windows):
+    """Stack windows (arrays/tensors (rows, K_w)) into (rows, W, max K_w).
+
+    Windows with fewer columns are padded with zero columns, which change
+    neither the solution nor the objective of their L21 problem.
+    """
+    windows = [torch.as_tensor(w) for w in windows]
+    if not windows:
+        raise ValueError("at least one window is needed")
+    n_rows = windows[0].shape[0]
+    if any(w.ndim != 2 or w.shape[0] != n_rows for w in windows):
+        raise ValueError(
+            "every window must be 2D with the same number of rows, got shapes "
+            f"{[tuple(w.shape) for w in windows]}"
+        )
+    n_comp = max(w.shape[1] for w in windows)
+    out = windows[0].new_zeros((n_rows, len(windows), n_comp))
+    for k, w in enumerate(windows):
+        out[:, k, : w.shape[1]] = w
+    return out
+
+
+__all__ = [
+    "group_norms",
+    "penalty",
+    "dual_norm",
+    "prox",
+    "residual",
+    "objective",
+    "alpha_max",
+    "duality_gap",
+    "ista_step",
+    "ista",
+    "fista",
+    "time_pca",
+    "from_pca",
+    "stack_windows",
+]

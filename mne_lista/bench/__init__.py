@@ -1,0 +1,1 @@
+"""Benchmarks: scripts printing figures (a table and JSON), not tests."""

@@ -1,0 +1,376 @@
+"""Benchmark Step-LISTA against ISTA, FISTA, LISTA and ALISTA.
+
+On the 516-source fixed-orientation surface forward and on the 7 mm volume
+forward (free orientation) of the MNE sample subset, with networks trained
+by :func:`mne_lista.training.fit_network` (Step-LISTA: the default
+:meth:`mne_lista.StepLISTA.fit`, timed), this measures on held-out test sets
+the mean relative suboptimality ``(F(z_T) - F(z*)) / F(0)`` against the
+number of layers/iterations ``T``, with ``z*`` from the certified reference
+:func:`mne_lista.solve_lasso`:
+
+- ``sim``: the training generator with another seed;
+- ``indep``: another generator (Gaussian amplitudes, point sources, fixed
+  SNR, ``lam / lam_max`` uniform in [0.1, 0.8]);
+- ``more_src``: 6 to 10 active positions (trained on 1 to 5);
+- ``low_snr``: SNR in [-5, 0] dB (trained on [0, 20]);
+- ``real``: time samples of the real auditory evoked responses (whitened)
+  with ``lam / lam_max`` in [0.1, 0.8].
+
+It also reports the number of FISTA iterations matching Step-LISTA at
+``T = 20`` (log-log interpolation of FISTA's curve), the learned steps
+against ``1/L`` and the distribution of ``1/L_S`` (``L_S = ||D_S||_2^2`` on
+the supports of the reference solutions), and the wall time of the default
+``fit()``. Writes ``step_lista.json`` and ``step_lista.png``.
+
+Run ``python -m mne_lista.bench.step_lista --help``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mne.utils import logger, verbose
+
+from .._lasso import alpha_max, objective
+from ..networks import ALISTANet, LISTANet, StepLISTANet
+from ..simulation import simulate_data
+from ..solvers import ista, solve_lasso
+from ..training import fit_network
+
+T_LIST = (5, 10, 20, 40)
+FISTA_ITERS = (5, 10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 400, 600, 800)
+
+
+def _setup(kind):
+    from .. import StepLISTA
+    from ..datasets import make_subset_forward, read_subset
+
+    evoked, cov = read_subset("Right Auditory", verbose=False)
+    if kind == "surf":
+        fwd = make_subset_forward(evoked.info, kind="surface", verbose=False)
+        kw = dict(loose=0.0, depth=0.8)
+    else:
+        fwd = make_subset_forward(evoked.info, kind="volume", pos=7.0, verbose=False)
+        kw = dict(loose=1.0, depth=0.9)
+    return StepLISTA, fwd, cov, evoked, kw
+
+
+def _independent_set(problem, n, seed):
+    """Another generator: Gaussian amplitudes, point sources, fixed SNR."""
+    rng = np.random.default_rng(seed)
+    no = problem.n_orient
+    Z = np.zeros((problem.n_sources, n))
+    for b in range(n):
+        k = rng.integers(1, 6)
+        for pos in rng.choice(problem.n_positions, k, replace=False):
+            Z[pos * no : (pos + 1) * no, b] = rng.standard_normal(no)
+    S = problem.gain @ Z
+    S *= 3.0 * np.sqrt(problem.n_channels) / np.linalg.norm(S, axis=0)
+    X = S + rng.standard_normal(S.shape)
+    amax = alpha_max(torch.as_tensor(problem.gain), torch.as_tensor(X), no).numpy()
+    return X, amax * rng.uniform(0.1, 0.8, n)
+
+
+def _real_set(problem, n, seed):
+    """Whitened real evoked responses (auditory), lam/lam_max in [0.1, 0.8]."""
+    from ..datasets import read_subset
+
+    rng = np.random.default_rng(seed)
+    cols = []
+    for cond in ("Left Auditory", "Right Auditory"):
+        evoked, _ = read_subset(cond, verbose=False)
+        cols.append(problem.whiten(evoked.copy().crop(0.03, 0.2)))
+    X = np.concatenate(cols, axis=1)
+    X = X[:, rng.choice(X.shape[1], min(n, X.shape[1]), replace=False)]
+    D = torch.as_tensor(problem.gain)
+    amax = alpha_max(D, torch.as_tensor(X), problem.n_orient).numpy()
+    return X, amax * np.exp(rng.uniform(np.log(0.1), np.log(0.8), X.shape[1]))
+
+
+def _fista_curve(problem, X, lam, iters):
+    """Relative objective of FISTA at each number of iterations in ``iters``.
+
+    One float32 run, recorded at the checkpoints (same pieces as
+    :func:`mne_lista.fista`).
+    """
+    from .._lasso import ista_step
+
+    D = problem.gain_tensor("cpu", torch.float32)
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    lam_t = torch.as_tensor(lam, dtype=torch.float32)
+    step = 1.0 / problem.lipschitz
+    Z = Xt.new_zeros((problem.n_sources, Xt.shape[1]))
+    Y, t, out = Z, 1.0, {}
+    for k in range(1, max(iters) + 1):
+        Z_new = ista_step(D, Xt, Y, step, lam_t, problem.n_orient)
+        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        Y = Z_new + ((t - 1.0) / t_new) * (Z_new - Z)
+        Z, t = Z_new, t_new
+        if k in iters:
+            out[k] = _rel_obj(problem, X, lam, Z.numpy())
+    return out
+
+
+def _rel_obj(problem, X, lam, Z):
+    D = torch.as_tensor(problem.gain)
+    X = torch.as_tensor(X)
+    Z = torch.as_tensor(Z).to(torch.float64)
+    f = objective(D, X, Z, torch.as_tensor(lam), problem.n_orient)
+    return (f / (0.5 * (X * X).sum(0))).numpy()
+
+
+def _net_out(net, X, lam, n_layers=None):
+    with torch.no_grad():
+        dt = net.D.dtype
+        Z = net(torch.as_tensor(X, dtype=dt), torch.as_tensor(lam, dtype=dt), n_layers)
+    return Z.to(torch.float64).numpy()
+
+
+def _match(curve, value):
+    """FISTA iterations reaching ``value`` (log-log interpolation)."""
+    ks = np.array(sorted(curve), float)
+    vs = np.array([curve[int(k)] for k in ks])
+    if value >= vs[0]:
+        return float(ks[0]) if value == vs[0] else float("nan")
+    if value < vs[-1]:
+        return float("inf")
+    i = np.flatnonzero(vs <= value)[0]
+    x0, x1, y0, y1 = np.log(ks[i - 1]), np.log(ks[i]), np.log(vs[i - 1]), np.log(vs[i])
+    return float(np.exp(x0 + (np.log(value) - y0) * (x1 - x0) / (y1 - y0)))
+
+
+def _inv_lip_supports(problem, Z):
+    """L / L_S on the supports of the columns of Z (L_S = ||D_S||_2^2)."""
+    out = []
+    for z in Z.T:
+        S = np.flatnonzero(np.abs(z) > 0)
+        if len(S):
+            out.append(problem.lipschitz / np.linalg.norm(problem.gain[:, S], 2) ** 2)
+    return np.array(out)
+
+
+@verbose
+def run(kinds=("surf", "vol"), *, quick=False, out=None, random_state=0, verbose=None):
+    """Run the benchmark.
+
+    Parameters
+    ----------
+    kinds : tuple of 'surf' | 'vol'
+        Forwards to benchmark.
+    quick : bool
+        Small test sets and trainings (a smoke run, not figures to quote).
+    out : path-like | None
+        Folder for ``step_lista.json`` and ``step_lista.png``.
+    random_state : int
+        Seed.
+    %(verbose)s
+
+    Returns
+    -------
+    results : dict
+    """
+    results = dict(quick=bool(quick), T=list(T_LIST), forwards={})
+    for kind in kinds:
+        results["forwards"][kind] = _run_one(kind, quick, random_state)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "step_lista.json", "w") as fid:
+            json.dump(results, fid, indent=1, default=float)
+        _plot(results, out / "step_lista.png")
+    return results
+
+
+def _run_one(kind, quick, seed):
+    StepLISTA, fwd, cov, evoked, kw = _setup(kind)
+    is_vol = kind == "vol"
+    n_test = (20 if quick else 60) if is_vol else (50 if quick else 400)
+    fit_kw = dict(n_samples=128, n_epochs=2) if quick else {}
+    # comparators and other depths: a smaller budget than the default fit
+    other_kw = fit_kw if quick else dict(n_samples=1024, n_epochs=3 if is_vol else 20)
+
+    # the default fit of the estimator (timed), Step-LISTA at T = 20
+    model = StepLISTA(fwd, cov, evoked.info, n_layers=20, **kw)
+    problem = model.problem
+    t0 = time.perf_counter()
+    model.fit(random_state=seed, verbose=False, **fit_kw)
+    fit_time = time.perf_counter() - t0
+    logger.info(f"{kind}: default fit() {fit_time:.1f} s")
+    nets = {("step", 20): model.net}
+    train_times = {"step_20": fit_time}
+    # other depths and comparators (same recipe; LISTA on the surface only)
+    todo = [("alista", 20)]
+    if not is_vol:
+        todo += [("step", T) for T in T_LIST if T != 20] + [("lista", 20)]
+    for name, T in todo:
+        cls = dict(step=StepLISTANet, alista=ALISTANet, lista=LISTANet)[name]
+        net = cls(problem, T)
+        t0 = time.perf_counter()
+        fkw = dict(other_kw)
+        if name == "lista":
+            fkw["lr"] = 1e-4  # weight matrices: much smaller learning rate
+        fit_network(net, problem, random_state=seed, verbose=False, **fkw)
+        train_times[f"{name}_{T}"] = time.perf_counter() - t0
+        nets[(name, T)] = net
+
+    sets = {
+        "sim": simulate_data(problem, n_test, random_state=seed + 100),
+        "indep": _independent_set(problem, n_test, seed + 101),
+        "more_src": simulate_data(
+            problem, n_test, n_sources=(6, 10), random_state=seed + 102
+        ),
+        "low_snr": simulate_data(
+            problem, n_test, snr=(-5.0, 0.0), random_state=seed + 103
+        ),
+        "real": _real_set(problem, n_test, seed + 104),
+    }
+    res = dict(
+        shape=list(problem.gain.shape),
+        n_orient=problem.n_orient,
+        lipschitz=problem.lipschitz,
+        fit_time_default=fit_time,
+        train_times=train_times,
+        steps_times_L=(model.net.steps * problem.lipschitz).tolist(),
+        fit_history=dict(
+            val_loss=model.fit_history_["val_loss"],
+            init_val_loss=model.fit_history_["init_val_loss"],
+            n_samples=model.fit_history_["n_samples"],
+            n_epochs=model.fit_history_["n_epochs"],
+        ),
+        sets={},
+    )
+    for set_name, (X, lam) in sets.items():
+        Zs = solve_lasso(problem, X, lam, verbose=False)
+        f_star = _rel_obj(problem, X, lam, Zs)
+
+        def sub(Z, X=X, lam=lam, f_star=f_star):
+            return float(np.mean(_rel_obj(problem, X, lam, Z) - f_star))
+
+        r = dict(n=X.shape[1])
+        curve = _fista_curve(problem, X, lam, FISTA_ITERS)
+        r["fista_curve"] = {
+            int(k): float(np.mean(v - f_star)) for k, v in curve.items()
+        }
+        r["ista"] = {
+            T: sub(ista(problem, X, lam, T, dtype=torch.float32)) for T in T_LIST
+        }
+        r["fista"] = {T: r["fista_curve"][T] for T in T_LIST}
+        for name in ("step", "lista", "alista"):
+            vals = {
+                T: sub(_net_out(nets[(name, T)], X, lam))
+                for T in T_LIST
+                if (name, T) in nets
+            }
+            if vals:
+                r[name] = vals
+        if ("step", 5) not in nets:  # the T=20 network truncated (not retrained)
+            r["step_truncated"] = {
+                T: sub(_net_out(model.net, X, lam, T)) for T in T_LIST if T <= 20
+            }
+        r["fista_iters_matching_step_20"] = _match(r["fista_curve"], r["step"][20])
+        r["ista_20_over_step_20"] = r["ista"][20] / max(r["step"][20], 1e-300)
+        r["L_over_LS"] = np.quantile(
+            _inv_lip_supports(problem, Zs), [0.05, 0.25, 0.5, 0.75, 0.95]
+        ).tolist()
+        res["sets"][set_name] = r
+        logger.info(f"{kind}/{set_name}: done")
+    return res
+
+
+def _plot(results, fname):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(results["forwards"])
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 4 * len(kinds)), squeeze=False)
+    for row, kind in enumerate(kinds):
+        res = results["forwards"][kind]
+        r = res["sets"]["sim"]
+        ax = axes[row, 0]
+        ks = sorted(r["fista_curve"])
+        ax.loglog(ks, [r["fista_curve"][k] for k in ks], "k-", lw=1, label="FISTA")
+        for name, style in [
+            ("ista", "C0o-"),
+            ("step", "C3s-"),
+            ("lista", "C2^-"),
+            ("alista", "C4v-"),
+            ("step_truncated", "C3:"),
+        ]:
+            if name in r:
+                Ts = sorted(r[name])
+                ax.loglog(Ts, [r[name][T] for T in Ts], style, label=name)
+        ax.set(
+            xlabel="layers / iterations T",
+            ylabel="(F - F*) / F(0)",
+            title=f"{kind} {res['shape']} (held-out 'sim')",
+        )
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        steps = np.array(res["steps_times_L"])
+        ax.semilogy(np.arange(1, len(steps) + 1), steps, "C3s-", label="learned a_t L")
+        ax.axhline(1.0, color="k", lw=1, label="1/L")
+        q = r["L_over_LS"]
+        ax.axhspan(q[1], q[3], color="C1", alpha=0.3, label="L/L_S (25-75%)")
+        ax.axhline(q[2], color="C1", label="L/L_S median")
+        ax.set(xlabel="layer", ylabel="step x L", title=f"{kind}: learned steps")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(fname, dpi=100)
+    plt.close(fig)
+
+
+def _table(results):
+    lines = []
+    for kind, res in results["forwards"].items():
+        lines.append(
+            f"== {kind} {res['shape']} n_orient={res['n_orient']} | default fit(): "
+            f"{res['fit_time_default']:.1f} s"
+        )
+        lines.append(
+            "learned steps x L: " + " ".join(f"{s:.3g}" for s in res["steps_times_L"])
+        )
+        head = f"{'set':9s} {'method':15s} " + " ".join(f"T={T:<8d}" for T in T_LIST)
+        for set_name, r in res["sets"].items():
+            lines.append(head)
+            for name in ("ista", "fista", "step", "step_truncated", "lista", "alista"):
+                if name in r:
+                    vals = " ".join(
+                        f"{r[name][T]:<10.3e}" if T in r[name] else f"{'-':10s}"
+                        for T in T_LIST
+                    )
+                    lines.append(f"{set_name:9s} {name:15s} {vals}")
+            lines.append(
+                f"{set_name:9s} FISTA iterations matching Step-LISTA T=20: "
+                f"{r['fista_iters_matching_step_20']:.0f}; L/L_S quantiles "
+                "(5,25,50,75,95%): " + " ".join(f"{v:.3g}" for v in r["L_over_LS"])
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=".", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="smoke run")
+    parser.add_argument(
+        "--kinds", nargs="+", default=["surf", "vol"], choices=["surf", "vol"]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    results = run(
+        tuple(args.kinds), quick=args.quick, out=args.out, random_state=args.seed
+    )
+    # JSON keys are strings: print from the in-memory results
+    print(_table(results))
+    print(f"Written: {Path(args.out) / 'step_lista.json'}, step_lista.png")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""Unrolled (learned) ISTA networks for the (group) Lasso.
+
+Every network here is built from the pieces of :mod:`mne_lista._lasso`: the
+proximal operator :func:`~mne_lista._lasso.prox` and one proximal gradient
+iteration :func:`~mne_lista._lasso.ista_step`. The forward contract shared
+by all networks is::
+
+    Z = net(X, lam, n_layers=None)
+
+with ``X`` a tensor of shape ``(n, B)`` (whitened data, one Lasso problem
+per column), ``lam`` a scalar or a tensor of shape ``(B,)`` and ``Z`` of
+shape ``(m, B)``. ``n_layers`` evaluates only the first layers.
+
+- :class:`StepLISTANet` (Ablin et al., NeurIPS 2019): ISTA whose only learned
+  parameters are one positive step size per layer. Untrained, it is ISTA.
+- :class:`StepFISTANet`: FISTA with a learned step and a learned momentum
+  per layer. Untrained, it is FISTA.
+- :class:`LISTANet`: coupled LISTA (Chen et al., 2018), one matrix and one
+  threshold per atom (per group) and layer.
+- :class:`ALISTANet`: analytic LISTA (Liu et al., 2019), an analytic weight
+  matrix and a learned step and threshold per layer.
+"""
+
+import numpy as np
+import torch
+from mne.utils import _validate_type
+
+from ._lasso import _as_lam, ista_step, prox
+from ._problem import _check_problem
+
+
+def _check_n_layers(n_layers, name="n_layers", maximum=None):
+    _validate_type(n_layers, "int", name)
+    n_layers = int(n_layers)
+    if n_layers < 1:
+        raise ValueError(f"{name} must be >= 1, got {n_layers}")
+    if maximum is not None and n_layers > maximum:
+        raise ValueError(
+            f"{name} must be <= the number of layers of the network "
+            f"({maximum}), got {n_layers}"
+        )
+    return n_layers
+
+
+class _UnrolledNet(torch.nn.Module):
+    """Common parts: the gain buffer, input checks and the layer loop."""
+
+    def __init__(self, problem, n_layers, dtype):
+        super().__init__()
+        _check_problem(problem)
+        self.n_layers = _check_n_layers(n_layers)
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or float64, got {dtype}")
+        self.n_orient = int(problem.n_orient)
+        self.lipschitz = float(problem.lipschitz)
+        self.register_buffer("D", torch.as_tensor(problem.gain, dtype=dtype).clone())
+
+    @property
+    def n_channels(self):
+        return self.D.shape[0]
+
+    @property
+    def n_sources(self):
+        return self.D.shape[1]
+
+    def _check_input(self, X, lam, n_layers):
+        _validate_type(X, torch.Tensor, "X")
+        if X.ndim != 2 or X.shape[0] != self.n_channels:
+            raise ValueError(
+                f"X must have shape ({self.n_channels}, n_problems), got "
+                f"{tuple(X.shape)}"
+            )
+        X = X.to(device=self.D.device, dtype=self.D.dtype)
+        lam = _as_lam(lam, X.shape[1], X)
+        n_layers = self.n_layers if n_layers is None else n_layers
+        n_layers = _check_n_layers(n_layers, maximum=self.n_layers)
+        return X, lam, n_layers
+
+    def forward(self, X, lam, n_layers=None, *, return_all=False):
+        """Run the network.
+
+        Parameters
+        ----------
+        X : Tensor, shape (n, B)
+            Whitened data.
+        lam : float | Tensor, shape (B,)
+            Regularization parameter of each column.
+        n_layers : int | None
+            Number of layers to run (all by default).
+        return_all : bool
+            If True, return the list of the outputs of all layers.
+
+        Returns
+        -------
+        Z : Tensor, shape (m, B) | list of Tensor
+        """
+        X, lam, n_layers = self._check_input(X, lam, n_layers)
+        Z = X.new_zeros((self.n_sources, X.shape[1]))
+        outs = []
+        state = self._init_state(Z)
+        for t in range(n_layers):
+            Z, state = self._layer(t, X, Z, lam, state)
+            if return_all:
+                outs.append(Z)
+        return outs if return_all else Z
+
+    def _init_state(self, Z):
+        return None
+
+    def extra_repr(self):
+        return (
+            f"n_layers={self.n_layers}, gain={tuple(self.D.shape)}, "
+            f"n_orient={self.n_orient}"
+        )
+
+
+class StepLISTANet(_UnrolledNet):
+    """Step-LISTA: ISTA with one learned positive step size per layer.
+
+    Layer ``t`` computes ``z <- prox(z - a_t D^T(D z - x), a_t lam)`` with
+    :func:`mne_lista._lasso.ista_step`. The step is parametrized in log-space
+    in units of ``1/L`` (``a_t = exp(log_steps[t]) / L``), which keeps it
+    positive and lets it grow multiplicatively; at initialization
+    ``a_t = 1/L`` and the network computes ISTA exactly.
+
+    Parameters
+    ----------
+    problem : LassoProblem
+        The Lasso problem (its gain is stored as a buffer).
+    n_layers : int
+        Number of layers.
+    dtype : torch.dtype
+        Precision of the gain buffer and of the computations.
+
+    Attributes
+    ----------
+    log_steps : Parameter, shape (n_layers,)
+        ``log(a_t L)``, the learned parameters.
+    steps : array, shape (n_layers,)
+        The step sizes ``a_t``.
+    """
+
+    def __init__(self, problem, n_layers, *, dtype=torch.float32):
+        super().__init__(problem, n_layers, dtype)
+        self.log_steps = torch.nn.Parameter(torch.zeros(self.n_layers, dtype=dtype))
+
+    def step_sizes(self):
+        """The step sizes as a tensor (differentiable), shape (n_layers,)."""
+        return torch.exp(self.log_steps) / self.lipschitz
+
+    @property
+    def steps(self):
+        """The step sizes ``a_t`` (numpy array, shape (n_layers,))."""
+        return self.step_sizes().detach().cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def set_steps(self, steps):
+        """Set the step sizes from absolute values ``a_t`` (positive)."""
+        steps = torch.as_tensor(np.array(steps, dtype=np.float64))
+        if steps.shape != (self.n_layers,) or not bool(torch.all(steps > 0)):
+            raise ValueError(
+                f"steps must be {self.n_layers} positive values, got "
+                f"shape {tuple(steps.shape)}"
+            )
+        self.log_steps.copy_(torch.log(steps * self.lipschitz))
+        return self
+
+    def _layer(self, t, X, Z, lam, state):
+        step = torch.exp(self.log_steps[t]) / self.lipschitz
+        return ista_step(self.D, X, Z, step, lam, self.n_orient), state
+
+
+class StepFISTANet(StepLISTANet):
+    """FISTA with a learned step and a learned momentum per layer.
+
+    Layer ``t``: ``z_t = ista_step(y_{t-1}, a_t)``, ``y_t = z_t + b_t (z_t -
+    z_{t-1})``. Initialized with ``a_t = 1/L`` and FISTA's momentum
+    ``b_t = (s_t - 1) / s_{t+1}``, the untrained network is FISTA.
+
+    Parameters are those of :class:`StepLISTANet`.
+
+    Attributes
+    ----------
+    momentum : Parameter, shape (n_layers,)
+        The momentum coefficients ``b_t``.
+    """
+
+    def __init__(self, problem, n_layers, *, dtype=torch.float32):
+        super().__init__(problem, n_layers, dtype=dtype)
+        mom, s = [], 1.0
+        for _ in range(self.n_layers):
+            s_new = (1.0 + np.sqrt(1.0 + 4.0 * s * s)) / 2.0
+            mom.append((s - 1.0) / s_new)
+            s = s_new
+        self.momentum = torch.nn.Parameter(torch.tensor(mom, dtype=dtype))
+
+    def _init_state(self, Z):
+        return Z  # y_0
+
+    def _layer(self, t, X, Z, lam, Y):
+        step = torch.exp(self.log_steps[t]) / self.lipschitz
+        Z_new = ista_step(self.D, X, Y, step, lam, self.n_orient)
+        Y = Z_new + self.momentum[t] * (Z_new - Z)
+        return Z_new, Y
+
+
+def _expand_groups(theta, n_orient):
+    """Per-group values (G, ...) -> per-row values (G * n_orient, ...)."""
+    return theta.repeat_interleave(n_orient, dim=0) if n_orient > 1 else theta
+
+
+def _weighted_step(D, W, X, Z, thresh, n_orient):
+    """``prox(Z - W^T (D Z - X), thresh)`` with per-row thresholds (m, B)."""
+    U = Z - W.T @ (D @ Z - X)
+    if n_orient == 1:
+        return U - torch.minimum(torch.maximum(U, -thresh), thresh)
+    # group soft-thresholding with a per-group threshold: scale each group
+    # by its threshold, prox with threshold 1, scale back
+    return prox(U / thresh, 1.0, n_orient) * thresh
+
+
+class LISTANet(_UnrolledNet):
+    """Coupled LISTA: a learned matrix and per-atom thresholds per layer.
+
+    Layer ``t`` computes ``z <- prox(z - W_t^T (D z - x), lam * theta_t)``
+    with ``W_t`` of the shape of ``D`` (initialized at ``D / L``) and one
+    positive threshold per atom (per source position for groups) in
+    ``theta_t`` (initialized at ``1/L``): the untrained network is ISTA.
+    Thresholds are parametrized in log-space (positive).
+
+    Parameters
+    ----------
+    problem : LassoProblem
+        The Lasso problem.
+    n_layers : int
+        Number of layers.
+    dtype : torch.dtype
+        Precision.
+    max_params : int
+        Largest number of learned parameters allowed (``n_layers`` matrices
+        of the size of the gain): a clear error is raised beyond it, as such
+        a network is too large to train.
+    """
+
+    def __init__(self, problem, n_layers, *, dtype=torch.float32, max_params=10**8):
+        super().__init__(problem, n_layers, dtype)
+        n_params = self.n_layers * self.D.numel()
+        if n_params > max_params:
+            raise ValueError(
+                f"LISTA on a {tuple(self.D.shape)} gain with {self.n_layers} "
+                f"layers has {n_params:.3g} weights, more than max_params="
+                f"{max_params:.3g}; use fewer layers or a smaller source space"
+            )
+        W0 = self.D / self.lipschitz
+        self.W = torch.nn.Parameter(W0[None].repeat(self.n_layers, 1, 1).clone())
+        n_groups = self.n_sources // self.n_orient
+        self.log_thresh = torch.nn.Parameter(
+            torch.full((self.n_layers, n_groups), -np.log(self.lipschitz), dtype=dtype)
+        )
+
+    def _layer(self, t, X, Z, lam, state):
+        thresh = _expand_groups(torch.exp(self.log_thresh[t]), self.n_orient)
+        thresh = thresh[:, None] * lam[None, :]
+        return _weighted_step(self.D, self.W[t], X, Z, thresh, self.n_orient), state
+
+
+def alista_weight(D, rtol=1e-2):
+    """Analytic weight of ALISTA.
+
+    Minimizes the off-diagonal ``||W^T D||_F`` subject to
+    ``diag(W^T D) = 1``; column ``i`` is ``w_i = C^+ d_i / (d_i^T C^+ d_i)``
+    with ``C = D D^T`` (closed form of the constrained least squares).
+
+    Parameters
+    ----------
+    D : array, shape (n, m)
+        The dictionary.
+    rtol : float
+        Relative cut-off of the pseudo-inverse of ``C``. Whitened MEG gains
+        are numerically rank deficient (SSP, depth weighting): without the
+        cut-off ``W^T x`` amplifies noise by orders of magnitude and the
+        untrained network diverges.
+
+    Returns
+    -------
+    W : array, shape (n, m)
+    """
+    D = np.asarray(D, dtype=np.float64)
+    C_pinv = np.linalg.pinv(D @ D.T, rtol=rtol, hermitian=True)
+    CD = C_pinv @ D
+    denom = np.einsum("ij,ij->j", D, CD)
+    return CD / np.maximum(denom, np.finfo(float).tiny)
+
+
+def _spectral_radius(W, D, n_iter=100, seed=0):
+    """Largest eigenvalue of ``W^T D`` (real, nonnegative here) by power iteration.
+
+    ``W^T D = Delta^-1 P`` with ``P`` an orthogonal projector and ``Delta``
+    positive diagonal for the ALISTA weight, so its spectrum is real and
+    nonnegative. The m x m matrix is never formed.
+    """
+    u = np.random.default_rng(seed).standard_normal(D.shape[1])
+    val = 0.0
+    for _ in range(n_iter):
+        v = W.T @ (D @ u)
+        val = float(np.linalg.norm(v) / np.linalg.norm(u))
+        u = v / np.linalg.norm(v)
+    return val
+
+
+class ALISTANet(_UnrolledNet):
+    """ALISTA: analytic weight matrix, learned step and threshold per layer.
+
+    Layer ``t`` computes ``z <- prox(z - g_t W^T (D z - x), theta_t lam)``
+    with ``W`` from :func:`alista_weight` (fixed) and positive ``g_t``,
+    ``theta_t`` (log-parametrized) both initialized at ``1/L_W``, ``L_W``
+    the largest eigenvalue of ``W^T D``.
+
+    Parameters are those of :class:`StepLISTANet`.
+    """
+
+    def __init__(self, problem, n_layers, *, dtype=torch.float32):
+        super().__init__(problem, n_layers, dtype)
+        W = alista_weight(problem.gain)
+        lip_w = _spectral_radius(W, problem.gain)
+        self.register_buffer("W", torch.as_tensor(W, dtype=dtype))
+        init = np.full(self.n_layers, -np.log(lip_w))
+        self.log_steps = torch.nn.Parameter(torch.as_tensor(init, dtype=dtype))
+        self.log_thresh = torch.nn.Parameter(torch.as_tensor(init, dtype=dtype))
+
+    def _layer(self, t, X, Z, lam, state):
+        step = torch.exp(self.log_steps[t])
+        thresh = torch.exp(self.log_thresh[t]) * lam
+        U = Z - step * (self.W.T @ (self.D @ Z - X))
+        return prox(U, thresh, self.n_orient), state
+
+
+NETWORKS = {
+    "step": StepLISTANet,
+    "step_fista": StepFISTANet,
+    "lista": LISTANet,
+    "alista": ALISTANet,
+}
+
+
+def make_network(kind, problem, n_layers, *, dtype=torch.float32):
+    """Build a network by name ('step', 'step_fista', 'lista', 'alista')."""
+    if kind not in NETWORKS:
+        raise ValueError(f"kind must be one of {sorted(NETWORKS)}, got {kind!r}")
+    return NETWORKS[kind](problem, n_layers, dtype=dtype)
+
+
+__all__ = [
+    "StepLISTANet",
+    "StepFISTANet",
+    "LISTANet",
+    "ALISTANet",
+    "alista_weight",
+    "make_network",
+]

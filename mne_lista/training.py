@@ -1,0 +1,500 @@
+"""Unsupervised training of the unrolled networks on the Lasso objective.
+
+The loss of a batch is the mean over its columns of the Lasso objective of
+the network's output divided by the objective at zero, ``F(z_T) / F(0)``
+with ``F(0) = 1/2 ||x||^2``, so that every sample counts equally whatever
+its scale, SNR or ``lam``. No solution of the Lasso is needed.
+
+Two optimizers are available (see :func:`train`):
+
+- ``'adam'``: minibatch Adam with a validation-based early stopping;
+- ``'gd'``: full-batch gradient descent with the adaptive step and the
+  backtracking of the Step-LISTA paper's code (accepted step: learning rate
+  x4, loss increase: parameters restored and learning rate halved).
+"""
+
+import copy
+import time
+
+import numpy as np
+import torch
+from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
+
+from ._lasso import _as_lam, objective
+
+
+def normalized_objective(net, X, lam, n_layers=None, *, all_layers=False):
+    """Per-sample ``F(z) / F(0)`` of the network's output, shape (B,).
+
+    With ``all_layers``, the mean over layers of that quantity. A network
+    defining its own ``normalized_objective(X, lam, n_layers, all_layers=)``
+    (e.g. :class:`mne_lista.mxne.StepMxNENet` on windows) uses it.
+    """
+    hook = getattr(net, "normalized_objective", None)
+    if hook is not None:
+        return hook(X, lam, n_layers, all_layers=all_layers)
+    X = X.to(device=net.D.device, dtype=net.D.dtype)
+    lam = _as_lam(lam, X.shape[1], X)
+    f0 = 0.5 * (X * X).sum(0)
+    f0 = f0.clamp_min(torch.finfo(X.dtype).tiny)
+    if not all_layers:
+        Z = net(X, lam, n_layers)
+        return objective(net.D, X, Z, lam, net.n_orient) / f0
+    outs = net(X, lam, n_layers, return_all=True)
+    losses = [objective(net.D, X, Z, lam, net.n_orient) / f0 for Z in outs]
+    return torch.stack(losses).mean(0)
+
+
+@torch.no_grad()
+def evaluate(net, X, lam, n_layers=None, batch_size=2048):
+    """Mean normalized objective of the network over a data set (no grad)."""
+    total, n = 0.0, X.shape[1]
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        total += float(normalized_objective(net, X[:, sl], lam[sl], n_layers).sum())
+    return total / n
+
+
+def _as_data(net, X, lam, name):
+    from ._lasso import to_tensor
+
+    X = to_tensor(X, device=net.D.device, dtype=net.D.dtype)
+    n_dim = 3 if hasattr(net, "normalized_objective") else 2  # windows: 3D
+    if X.ndim != n_dim or X.shape[0] != net.D.shape[0]:
+        raise ValueError(
+            f"{name} must have shape ({net.D.shape[0]}, n_samples), got "
+            f"{tuple(X.shape)}"
+        )
+    lam = _as_lam(to_tensor(lam, device=X.device, dtype=X.dtype), X.shape[1], X)
+    return X, lam
+
+
+@verbose
+def train(
+    net,
+    X,
+    lam,
+    X_val,
+    lam_val,
+    *,
+    method="adam",
+    n_epochs=100,
+    batch_size=64,
+    lr=0.05,
+    patience=8,
+    stages=None,
+    all_layers=False,
+    max_time=None,
+    random_state=None,
+    verbose=None,
+):
+    """Train a network unsupervised on the normalized Lasso objective.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A network of :mod:`mne_lista.networks` (trained in place).
+    X, lam : array | Tensor, shapes (n, N) and (N,)
+        Training data and regularization parameters.
+    X_val, lam_val : array | Tensor, shapes (n, N_val) and (N_val,)
+        Validation data for early stopping (and best-parameter selection).
+    method : 'adam' | 'gd'
+        Minibatch Adam or full-batch gradient descent with backtracking.
+    n_epochs : int
+        Maximum number of epochs (Adam: passes over the training set; GD:
+        gradient steps) per stage.
+    batch_size : int
+        Minibatch size (Adam).
+    lr : float
+        Learning rate (Adam; GD starts at 1 as in the paper's code).
+    patience : int
+        Stop a stage after that many evaluations without a decrease of the
+        validation loss (Adam: one per epoch; GD: one every step). With
+        Adam, the learning rate is also halved after ``patience // 2``
+        epochs without decrease.
+    stages : None | list of int
+        Layer-wise training: train the network truncated at each number of
+        layers of the list in turn (e.g. ``[5, 10, 20]``), each stage warm
+        started from the previous one (its new layers start from the step of
+        the last trained layer). None trains all layers at once.
+    all_layers : bool
+        Average the loss over the outputs of all layers (deep supervision)
+        instead of using the last output only.
+    max_time : float | None
+        Wall-clock budget in seconds for the whole training.
+    random_state : None | int
+        Seed of the minibatch shuffling.
+    verbose : bool | str | int | None
+        Control verbosity of the logging output (and the progress bar).
+
+    Returns
+    -------
+    history : dict
+        ``train_loss``, ``val_loss`` (lists, one entry per evaluation),
+        ``stage`` (number of layers at each evaluation), ``best_val_loss``,
+        ``init_val_loss``, ``n_evals``, ``time``.
+    """
+    _check_option("method", method, ("adam", "gd"))
+    _validate_type(n_epochs, "int", "n_epochs")
+    _validate_type(batch_size, "int", "batch_size")
+    X, lam = _as_data(net, X, lam, "X")
+    X_val, lam_val = _as_data(net, X_val, lam_val, "X_val")
+    if stages is None:
+        stages = [net.n_layers]
+    stages = [int(s) for s in stages]
+    if any(s < 1 or s > net.n_layers for s in stages) or stages != sorted(stages):
+        raise ValueError(
+            f"stages must be increasing numbers of layers in [1, {net.n_layers}], "
+            f"got {stages}"
+        )
+    gen = torch.Generator().manual_seed(
+        int(np.random.default_rng(random_state).integers(2**31))
+    )
+    t0 = time.time()
+    init_val = evaluate(net, X_val, lam_val)
+    history = dict(
+        train_loss=[], val_loss=[], stage=[], init_val_loss=init_val, method=method
+    )
+    n_total = len(stages) * n_epochs
+    with ProgressBar(n_total, mesg="Training") as pbar:
+        _train_stages(
+            net,
+            X,
+            lam,
+            X_val,
+            lam_val,
+            stages,
+            method,
+            n_epochs,
+            batch_size,
+            lr,
+            patience,
+            all_layers,
+            gen,
+            history,
+            max_time,
+            t0,
+            pbar,
+        )
+    history["best_val_loss"] = evaluate(net, X_val, lam_val)
+    history["n_evals"] = len(history["val_loss"])
+    history["time"] = time.time() - t0
+    logger.info(
+        f"    Validation loss F(z)/F(0): {init_val:.6g} (untrained) -> "
+        f"{history['best_val_loss']:.6g} in {history['time']:.1f} s"
+    )
+    return history
+
+
+def _train_stages(
+    net,
+    X,
+    lam,
+    X_val,
+    lam_val,
+    stages,
+    method,
+    n_epochs,
+    batch_size,
+    lr,
+    patience,
+    all_layers,
+    gen,
+    history,
+    max_time,
+    t0,
+    pbar,
+):
+    done = 0
+    prev = 0
+    for n_layers in stages:
+        if prev and hasattr(net, "log_steps") and net.log_steps.ndim == 1:
+            with torch.no_grad():  # warm start the new layers
+                net.log_steps[prev:n_layers] = net.log_steps[prev - 1]
+        prev = n_layers
+        fit = _fit_adam if method == "adam" else _fit_gd
+        out_of_time = fit(
+            net,
+            X,
+            lam,
+            X_val,
+            lam_val,
+            n_layers=n_layers,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            all_layers=all_layers,
+            gen=gen,
+            history=history,
+            deadline=None if max_time is None else t0 + max_time,
+            pbar=pbar,
+            done=done,
+        )
+        done += n_epochs
+        pbar.update(done)
+        if out_of_time:
+            logger.info("    Training time budget reached")
+            break
+
+
+def _fit_adam(
+    net,
+    X,
+    lam,
+    X_val,
+    lam_val,
+    *,
+    n_layers,
+    n_epochs,
+    batch_size,
+    lr,
+    patience,
+    all_layers,
+    gen,
+    history,
+    deadline,
+    pbar,
+    done,
+):
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=0.5, patience=max(patience // 2, 1)
+    )
+    n = X.shape[1]
+    best = evaluate(net, X_val, lam_val, n_layers)
+    best_state = copy.deepcopy(net.state_dict())
+    bad = 0
+    for epoch in range(n_epochs):
+        perm = torch.randperm(n, generator=gen).to(X.device)
+        tot = 0.0
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            opt.zero_grad()
+            loss = normalized_objective(
+                net, X[:, idx], lam[idx], n_layers, all_layers=all_layers
+            ).mean()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+        val = evaluate(net, X_val, lam_val, n_layers)
+        sched.step(val)
+        history["train_loss"].append(tot / n)
+        history["val_loss"].append(val)
+        history["stage"].append(n_layers)
+        pbar.update(done + epoch + 1)
+        if val < best:
+            best, bad = val, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+        if bad >= patience:
+            break
+        if deadline is not None and time.time() > deadline:
+            net.load_state_dict(best_state)
+            return True
+    net.load_state_dict(best_state)
+    return False
+
+
+def _fit_gd(
+    net,
+    X,
+    lam,
+    X_val,
+    lam_val,
+    *,
+    n_layers,
+    n_epochs,
+    batch_size,
+    lr,
+    patience,
+    all_layers,
+    gen,
+    history,
+    deadline,
+    pbar,
+    done,
+):
+    """Full-batch GD with the adaptive step of the Step-LISTA paper's code."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    lr = 1.0
+
+    def full_loss():
+        tot = 0.0
+        n = X.shape[1]
+        for start in range(0, n, max(batch_size, 1024)):
+            sl = slice(start, start + max(batch_size, 1024))
+            loss = (
+                normalized_objective(
+                    net, X[:, sl], lam[sl], n_layers, all_layers=all_layers
+                ).sum()
+                / n
+            )
+            loss.backward()
+            tot += float(loss.detach())
+        return tot
+
+    for p in params:
+        p.grad = None
+    loss = full_loss()
+    best_val = evaluate(net, X_val, lam_val, n_layers)
+    best_state = copy.deepcopy(net.state_dict())
+    bad = 0
+    for it in range(n_epochs):
+        saved = [p.detach().clone() for p in params]
+        grads = [p.grad.detach().clone() for p in params]
+        while lr > 1e-20:
+            with torch.no_grad():
+                for p, s, g in zip(params, saved, grads):
+                    p.copy_(s - lr * g)
+            for p in params:
+                p.grad = None
+            new_loss = full_loss()
+            if new_loss <= loss:
+                lr = min(lr * 4, 1e12)
+                break
+            lr /= 2
+        else:  # no decrease found
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            break
+        loss = new_loss
+        val = evaluate(net, X_val, lam_val, n_layers)
+        history["train_loss"].append(loss)
+        history["val_loss"].append(val)
+        history["stage"].append(n_layers)
+        pbar.update(done + it + 1)
+        if val < best_val:
+            best_val, bad = val, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+        if bad >= patience:
+            break
+        if deadline is not None and time.time() > deadline:
+            net.load_state_dict(best_state)
+            return True
+    net.load_state_dict(best_state)
+    return False
+
+
+# training budget of the defaults, in floating point operations (one to two
+# minutes at 30-60 GFLOP/s, two CPU cores)
+_FLOP_BUDGET = 2e12
+
+
+def _default_budget(net, n_samples, n_val):
+    """Default numbers of samples and epochs from the size of the gain."""
+    n, m = net.D.shape
+    if n_samples is None:
+        n_samples = 2048 if n * m <= 1e6 else 1024
+    if n_val is None:
+        n_val = max(64, n_samples // 4)
+    per_sample = 6.0 * net.n_layers * 2.0 * n * m  # forward + backward
+    per_epoch = per_sample * (n_samples + n_val / 3.0)
+    n_epochs = int(np.clip(_FLOP_BUDGET / per_epoch, 4, 30))
+    return n_samples, n_val, n_epochs
+
+
+@verbose
+def fit_network(
+    net,
+    problem,
+    *,
+    n_samples=None,
+    n_val=None,
+    lam_range=(0.1, 0.8),
+    n_sources=(1, 5),
+    snr=(0.0, 20.0),
+    extent=(0.0, 1.2),
+    method="adam",
+    n_epochs=None,
+    batch_size=None,
+    lr=0.05,
+    patience=10,
+    max_time=None,
+    random_state=None,
+    verbose=None,
+):
+    """Simulate training data and train a network on it (the default recipe).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network (trained in place).
+    problem : LassoProblem
+        The problem the network solves.
+    n_samples, n_val : int | None
+        Numbers of training and validation samples (None: set from the size
+        of the gain, see Notes).
+    lam_range, n_sources, snr, extent
+        Simulation parameters, see
+        :func:`mne_lista.simulation.simulate_data`.
+    method, lr, patience, max_time
+        Training parameters, see :func:`train`.
+    batch_size : int | None
+        Minibatch size (None: 32, or 16 for gains of more than 10^6 entries
+        to take more steps within the budget).
+    n_epochs : int | None
+        Maximum number of epochs (None: from a budget of floating point
+        operations, see Notes).
+    random_state : None | int
+        Seed of the simulations and of the training.
+    %(verbose)s
+
+    Returns
+    -------
+    history : dict
+        The history of :func:`train`, plus ``lam_range``, ``n_samples``,
+        ``n_val``, ``n_epochs`` and ``random_state``.
+
+    Notes
+    -----
+    The default budget is ``2e12`` floating point operations (one to two
+    minutes on two CPU cores) spread over 2048 training samples (1024 for
+    gains of more than 10^6 entries) and a validation set of a quarter of
+    that, with 4 to 30 epochs.
+    """
+    from .simulation import _check_range, simulate_data
+
+    lam_range = _check_range(lam_range, "lam_range")
+    n_samples, n_val, auto_epochs = _default_budget(net, n_samples, n_val)
+    n_epochs = auto_epochs if n_epochs is None else n_epochs
+    if batch_size is None:
+        batch_size = 16 if net.D.numel() > 1e6 else 32
+    rng = np.random.default_rng(random_state)
+    seeds = rng.integers(2**31, size=3)
+    kw = dict(n_sources=n_sources, snr=snr, extent=extent, lam_range=lam_range)
+    logger.info(f"    Simulating {n_samples} training and {n_val} validation samples")
+    X, lam = simulate_data(problem, n_samples, random_state=seeds[0], **kw)
+    X_val, lam_val = simulate_data(problem, n_val, random_state=seeds[1], **kw)
+    history = train(
+        net,
+        X,
+        lam,
+        X_val,
+        lam_val,
+        method=method,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        max_time=max_time,
+        random_state=int(seeds[2]),
+        verbose=verbose,
+    )
+    history.update(
+        lam_range=lam_range,
+        n_samples=n_samples,
+        n_val=n_val,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        random_state=random_state,
+    )
+    return history
+
+
+__all__ = ["train", "fit_network", "evaluate", "normalized_objective"]

@@ -1,0 +1,268 @@
+"""The mne-lista command line: help, demo, fit -> apply, clear errors."""
+
+import shutil
+import subprocess
+import sys
+
+import mne
+import numpy as np
+import pytest
+
+from mne_lista import cli
+
+SUBCOMMANDS = ("demo", "fit", "apply", "bench")
+
+
+def _run_console(*args):
+    """Run the installed console script (or the module) in a subprocess."""
+    exe = shutil.which("mne-lista")
+    cmd = [exe] if exe else [sys.executable, "-m", "mne_lista.cli"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True)
+
+
+def test_console_script_help():
+    """`mne-lista --help` works from the shell and lists every subcommand."""
+    res = _run_console("--help")
+    assert res.returncode == 0, res.stderr
+    for sub in SUBCOMMANDS:
+        assert sub in res.stdout
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_subcommand_help(sub, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([sub, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: mne-lista {sub}" in out
+    assert "--quiet" in out
+
+
+def test_bench_help_lists_benchmarks(capsys):
+    names = cli.available_benchmarks()
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in names:
+        assert name in out
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) != 0
+    assert "usage: mne-lista" in capsys.readouterr().out
+
+
+def test_missing_file_console(tmp_path):
+    """A missing file: exit status != 0, one line on stderr, no traceback."""
+    missing = tmp_path / "nope-fwd.fif"
+    res = _run_console(
+        "fit", str(missing), str(missing), str(missing), "-o", str(tmp_path / "m")
+    )
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert "not found" in err and "nope-fwd.fif" in err
+
+
+def test_unknown_benchmark(capsys):
+    assert cli.main(["bench", "no_such_benchmark"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'no_such_benchmark'" in err
+
+
+def test_bad_option_values(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fit", "a", "b", "c", "-o", "m", "--loose", "2"])
+    assert exc.value.code != 0
+    assert "--loose must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_demo_quick(tmp_path, capsys):
+    """`mne-lista demo --quick` runs end to end and writes its PNG figures."""
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out), "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert "SYNTHETIC" in stdout
+    for name in ("Step-LISTA", "FISTA", "mixed_norm"):
+        assert name in stdout
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"demo_evoked.png", "demo_sources.png", "demo_time_courses.png"} <= set(pngs)
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 5000
+
+
+def test_demo_head_is_vectorview_like():
+    """The synthetic head: 204 planar grads + 102 mags around a sphere."""
+    from mne_lista._demo import make_demo_info
+
+    info = make_demo_info()
+    assert len(mne.pick_types(info, meg="grad")) == 204
+    assert len(mne.pick_types(info, meg="mag")) == 102
+    rr = np.array([ch["loc"][:3] for ch in info["chs"]])
+    rr = mne.transforms.apply_trans(info["dev_head_t"], rr)
+    dist = np.linalg.norm(rr - [0.0, 0.0, 0.04], axis=1)
+    assert dist.min() > 0.10  # outside the 9 cm head
+    assert dist.max() < 0.20
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, subset_path, fwd_surf):
+    """Files of a real problem: forward, covariance, evoked, small epochs."""
+    tmp = tmp_path_factory.mktemp("cli")
+    fwd_fname = tmp / "surf-fwd.fif"
+    mne.write_forward_solution(fwd_fname, fwd_surf, verbose=False)
+    evoked = mne.read_evokeds(
+        subset_path / "test-ave.fif.gz", condition="Right Auditory", verbose=False
+    ).crop(0.07, 0.11)
+    epochs = mne.EpochsArray(
+        np.repeat(evoked.data[np.newaxis], 3, axis=0)
+        + 1e-13 * np.random.default_rng(0).standard_normal((3,) + evoked.data.shape),
+        evoked.info,
+        tmin=evoked.times[0],
+        verbose=False,
+    )
+    epo_fname = tmp / "small-epo.fif"
+    epochs.save(epo_fname, verbose=False)
+    return dict(
+        tmp=tmp,
+        fwd=fwd_fname,
+        cov=subset_path / "test-cov.fif",
+        ave=subset_path / "test-ave.fif.gz",
+        epo=epo_fname,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_model(cli_files):
+    model = cli_files["tmp"] / "model.npz"
+    ret = cli.main(
+        [
+            "fit",
+            str(cli_files["fwd"]),
+            str(cli_files["cov"]),
+            str(cli_files["ave"]),
+            "--condition",
+            "Right Auditory",
+            "-o",
+            str(model),
+            "--n-layers",
+            "5",
+            "--loose",
+            "0",
+            "--n-samples",
+            "128",
+            "--n-epochs",
+            "2",
+            "-q",
+        ]
+    )
+    assert ret == 0
+    assert model.is_file()
+    return model
+
+
+def test_fit_apply_round_trip(cli_files, cli_model, fwd_surf, capsys):
+    """fit -> model file -> apply on evoked and epochs -> readable stc files."""
+    prefix = cli_files["tmp"] / "ra"
+    ret = cli.main(
+        [
+            "apply",
+            str(cli_model),
+            str(cli_files["fwd"]),
+            str(cli_files["cov"]),
+            str(cli_files["ave"]),
+            "--condition",
+            "Right Auditory",
+            "--tmin",
+            "0.07",
+            "--tmax",
+            "0.11",
+            "--alpha",
+            "30",
+            "-o",
+            str(prefix),
+            "-q",
+        ]
+    )
+    assert ret == 0, capsys.readouterr().err
+    stc = mne.read_source_estimate(str(prefix))
+    assert isinstance(stc, mne.SourceEstimate)
+    assert stc.data.shape[1] == len(
+        mne.read_evokeds(cli_files["ave"], condition="Right Auditory", verbose=False)
+        .crop(0.07, 0.11)
+        .times
+    )
+    assert 0 < stc.data.shape[0] <= fwd_surf["nsource"]
+    assert np.isfinite(stc.data).all()
+    src = fwd_surf["src"]
+    for hemi in range(2):
+        assert np.isin(stc.vertices[hemi], src[hemi]["vertno"]).all()
+
+    prefix = cli_files["tmp"] / "trials"
+    ret = cli.main(
+        [
+            "apply",
+            str(cli_model),
+            str(cli_files["fwd"]),
+            str(cli_files["cov"]),
+            str(cli_files["epo"]),
+            "--alpha",
+            "30",
+            "-o",
+            str(prefix),
+            "-q",
+        ]
+    )
+    assert ret == 0, capsys.readouterr().err
+    for k in range(3):
+        stc = mne.read_source_estimate(str(prefix) + f"-epo{k}")
+        assert np.isfinite(stc.data).all()
+
+
+def test_apply_mismatched_files(cli_files, cli_model, fwd_surf, capsys):
+    """A model applied with another forward or to a non-data file: clear error."""
+    # another forward: the same source space, 20 fewer channels
+    other = mne.pick_channels_forward(
+        fwd_surf, exclude=fwd_surf["info"]["ch_names"][:20], verbose=False
+    )
+    vol_fname = cli_files["tmp"] / "other-fwd.fif"
+    mne.write_forward_solution(vol_fname, other, overwrite=True, verbose=False)
+    common = ["--alpha", "30", "-o", str(cli_files["tmp"] / "x"), "-q"]
+    ret = cli.main(
+        ["apply", str(cli_model), str(vol_fname), str(cli_files["cov"])]
+        + [str(cli_files["ave"]), "--condition", "Right Auditory"]
+        + common
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mne-lista apply: error:") and "model" in err
+    assert len(err.strip().splitlines()) == 1
+
+    # the covariance file is not a data file
+    ret = cli.main(
+        ["apply", str(cli_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(cli_files["cov"])]
+        + common
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "neither an evoked nor an epochs file" in err
+
+    # a forward file given as the covariance
+    ret = cli.main(
+        ["fit", str(cli_files["fwd"]), str(cli_files["fwd"]), str(cli_files["ave"])]
+        + ["-o", str(cli_files["tmp"] / "y.npz"), "-q"]
+    )
+    assert ret == 1
+    assert "could not read the noise covariance" in capsys.readouterr().err
+
+
+def test_fit_refuses_to_overwrite(cli_files, cli_model, capsys):
+    ret = cli.main(
+        ["fit", str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
+        + ["-o", str(cli_model), "-q"]
+    )
+    assert ret == 1
+    assert "output file exists" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""The wrappers of MNE private helpers agree with MNE's public behaviour.
+
+Each wrapper of :mod:`mne_lista._compat` is fed what ``mixed_norm`` computed
+(its estimate, read back from its public outputs) and must give back the same
+outputs, so that a change in MNE's private helpers fails here.
+"""
+
+import mne
+import numpy as np
+import pytest
+from mne.inverse_sparse import make_stc_from_dipoles, mixed_norm
+from mne.utils import catch_logging
+from numpy.testing import assert_allclose, assert_array_equal
+
+from mne_lista import _compat, prepare_problem
+
+
+@pytest.fixture(scope="module")
+def mxne_fixed(evoked_cov, fwd_surf):
+    """mixed_norm on the fixed-orientation surface forward, all outputs."""
+    evoked, cov = evoked_cov
+    evoked = evoked.copy().crop(0.05, 0.15)
+    kw = dict(alpha=30, loose=0.0, depth=0.8, verbose=False)
+    stc, residual = mixed_norm(evoked, fwd_surf, cov, return_residual=True, **kw)
+    dipoles = mixed_norm(evoked, fwd_surf, cov, return_as_dipoles=True, **kw)
+    problem = prepare_problem(
+        fwd_surf, cov, evoked.info, loose=0.0, depth=0.8, verbose=False
+    )
+    # active set (rows of the gain) from the public stc
+    src = problem.src
+    offsets = np.cumsum([0] + [len(s["vertno"]) for s in src])
+    rows = np.concatenate(
+        [
+            offsets[k] + np.searchsorted(s["vertno"], v)
+            for k, (s, v) in enumerate(zip(src, stc.vertices))
+        ]
+    )
+    active = np.zeros(problem.n_sources, bool)
+    active[rows] = True
+    assert active.sum() >= 2
+    return evoked, problem, stc, residual, dipoles, active
+
+
+def test_make_sparse_stc(mxne_fixed):
+    """_make_sparse_stc rebuilds mixed_norm's stc from its rows."""
+    evoked, problem, stc, _, _, active = mxne_fixed
+    tstep = 1.0 / evoked.info["sfreq"]
+    out = _compat.make_sparse_stc(stc.data, active, problem.forward, stc.tmin, tstep)
+    assert type(out) is type(stc) is mne.SourceEstimate
+    for v1, v2 in zip(out.vertices, stc.vertices):
+        assert_array_equal(v1, v2)
+    assert_allclose(out.data, stc.data)
+    assert_allclose(out.times, stc.times)
+    assert out.subject == stc.subject
+
+
+def test_make_sparse_stc_vector_volume(problem_vol):
+    """The class follows the source space (volume, vector)."""
+    rng = np.random.default_rng(0)
+    active = np.zeros(problem_vol.n_sources, bool)
+    active[3 * 100 : 3 * 102] = True  # two positions, xyz
+    X = rng.standard_normal((6, 4))
+    fwd = problem_vol.forward
+    stc = _compat.make_sparse_stc(X, active, fwd, 0.1, 0.01)
+    assert isinstance(stc, mne.VolSourceEstimate)
+    assert_allclose(stc.data, np.linalg.norm(X.reshape(2, 3, 4), axis=1))
+    vec = _compat.make_sparse_stc(X, active, fwd, 0.1, 0.01, pick_ori="vector")
+    assert isinstance(vec, mne.VolVectorSourceEstimate)
+    assert_allclose(vec.magnitude().data, stc.data)
+    assert_array_equal(stc.vertices[0], problem_vol.src[0]["vertno"][[100, 101]])
+
+
+def test_make_dipoles_sparse(mxne_fixed):
+    """_make_dipoles_sparse gives mixed_norm's dipoles (positions, GOF)."""
+    evoked, problem, stc, _, dipoles, active = mxne_fixed
+    M = problem.whiten(evoked)
+    sw = problem.source_weighting[active]
+    gain_active = problem.gain[:, active] / sw
+    tstep = 1.0 / evoked.info["sfreq"]
+    out = _compat.make_dipoles_sparse(
+        stc.data, active, problem.forward, stc.tmin, tstep, M, gain_active
+    )
+    assert len(out) == len(dipoles) == active.sum()
+    for d1, d2 in zip(out, dipoles):
+        assert_allclose(d1.pos, d2.pos)
+        assert_allclose(d1.ori, d2.ori)
+        assert_allclose(d1.amplitude, d2.amplitude)
+        assert_allclose(d1.gof, d2.gof, atol=1e-6)
+    # and back to the stc with MNE's public converter
+    back = make_stc_from_dipoles(out, problem.src, verbose=False)
+    assert_allclose(back.data, stc.data)
+
+
+@pytest.mark.filterwarnings("ignore:Source estimate only contains:RuntimeWarning")
+def test_compute_residual(mxne_fixed):
+    """_compute_residual == mixed_norm's residual == data - P G X (public)."""
+    evoked, problem, stc, residual, _, active = mxne_fixed
+    out = _compat.compute_residual(
+        problem.forward, evoked, stc.data, active, problem.info
+    )
+    assert out.ch_names == residual.ch_names
+    assert_allclose(out.data, residual.data, rtol=1e-6, atol=1e-18)
+    est = mne.apply_forward(problem.forward, stc, evoked.info, verbose=False)
+    est.add_proj(evoked.info["projs"], verbose=False).apply_proj(verbose=False)
+    data = evoked.copy().pick(out.ch_names).data
+    assert_allclose(out.data + est.pick(out.ch_names).data, data, atol=1e-20)
+
+
+def test_log_exp_var():
+    """_log_exp_var returns and logs 100 (1 - |res|^2 / |data|^2)."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((5, 7))
+    est = 0.7 * data + 0.1 * rng.standard_normal((5, 7))
+    with catch_logging(verbose=True) as log:
+        var = _compat.log_exp_var(data, est, prefix="")
+    expected = 100 * (1 - ((data - est) ** 2).sum() / (data**2).sum())
+    assert_allclose(var, expected)
+    assert f"Explained {expected:5.1f}% variance" in log.getvalue()
+
+
+def test_compat_mixed_norm_solver(evoked_cov, problem_vol):
+    """The wrapped exact solver gives mixed_norm's active set and amplitudes."""
+    import torch
+
+    from mne_lista import _l21
+
+    evoked, cov = evoked_cov
+    evoked = evoked.copy().crop(0.07, 0.11)
+    fwd = problem_vol.forward
+    stc = mixed_norm(evoked, fwd, cov, alpha=40, loose=1.0, depth=0.9, debias=False)
+    M = problem_vol.whiten(evoked)
+    M_pca, Vh = _l21.time_pca(torch.tensor(M))
+    D = problem_vol.gain_tensor("cpu", torch.float64)
+    lam = 0.4 * _l21.alpha_max(D, M_pca, 3).item()
+    Mw = M_pca[:, 0].numpy()
+    X, active, gap = _compat.mixed_norm_solver(
+        Mw, problem_vol.gain, lam, n_orient=3, tol=1e-4 * (Mw**2).sum()
+    )
+    assert gap <= 1e-4 * (Mw**2).sum()
+    pos = np.flatnonzero(active[::3])
+    np.testing.assert_array_equal(fwd["src"][0]["vertno"][pos], stc.vertices[0])
+    X_am = (X @ Vh[0].numpy()) * problem_vol.source_weighting[active][:, None]
+    amp = np.linalg.norm(X_am.reshape(-1, 3, X_am.shape[1]), axis=1)
+    np.testing.assert_allclose(amp, stc.data, rtol=1e-6, atol=1e-6 * stc.data.max())

@@ -1,0 +1,135 @@
+"""Tests of the unrolled networks (mne_lista.networks)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mne_lista import fista, ista
+from mne_lista._lasso import alpha_max
+from mne_lista.networks import (
+    LISTANet,
+    StepFISTANet,
+    StepLISTANet,
+    alista_weight,
+    make_network,
+)
+from mne_lista.simulation import simulate_data
+
+
+def _data(problem, n=6, seed=0, ratio=0.3):
+    X, _ = simulate_data(problem, n, random_state=seed)
+    Xt = torch.as_tensor(X)
+    D = torch.as_tensor(problem.gain)
+    lam = ratio * alpha_max(D, Xt, problem.n_orient)
+    return Xt, lam
+
+
+@pytest.mark.parametrize("which", ["surf", "vol"])
+def test_untrained_step_lista_is_ista(which, problem_surf_fixed, problem_vol):
+    """Untrained Step-LISTA is ISTA and untrained Step-FISTA is FISTA."""
+    problem = problem_surf_fixed if which == "surf" else problem_vol
+    X, lam = _data(problem)
+    for n_layers in (1, 7):
+        net = StepLISTANet(problem, n_layers, dtype=torch.float64)
+        np.testing.assert_allclose(net.steps, 1.0 / problem.lipschitz, rtol=1e-15)
+        with torch.no_grad():
+            Z = net(X, lam)
+        Z_ref = ista(problem, X, lam, n_layers)
+        assert Z.abs().max() > 0  # not trivially zero
+        torch.testing.assert_close(Z, Z_ref, rtol=0, atol=1e-14)
+    # fewer layers than the network has
+    with torch.no_grad():
+        torch.testing.assert_close(net(X, lam, n_layers=3), ista(problem, X, lam, 3))
+    net = StepFISTANet(problem, 7, dtype=torch.float64)
+    with torch.no_grad():
+        Z = net(X, lam)
+    torch.testing.assert_close(Z, fista(problem, X, lam, 7), rtol=0, atol=1e-14)
+    # untrained coupled LISTA is ISTA too (W = D / L, thresholds 1 / L)
+    if which == "surf":
+        net = LISTANet(problem, 4, dtype=torch.float64)
+        with torch.no_grad():
+            Z = net(X, lam)
+        torch.testing.assert_close(Z, ista(problem, X, lam, 4), rtol=1e-10, atol=1e-13)
+
+
+def test_steps_positive_and_set(problem_surf_fixed):
+    """Steps stay positive whatever the parameters; set_steps round-trips."""
+    net = StepLISTANet(problem_surf_fixed, 5, dtype=torch.float64)
+    with torch.no_grad():
+        net.log_steps.copy_(torch.tensor([-50.0, -3.0, 0.0, 3.0, 10.0]))
+    assert np.all(net.steps > 0)
+    steps = np.array([0.5, 1.0, 2.0, 10.0, 100.0]) / problem_surf_fixed.lipschitz
+    net.set_steps(steps)
+    np.testing.assert_allclose(net.steps, steps, rtol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        net.set_steps(-steps)
+    with pytest.raises(ValueError, match="5 positive"):
+        net.set_steps(steps[:3])
+    # gradients flow to the steps
+    X, lam = _data(problem_surf_fixed, n=3)
+    loss = net(X, lam).abs().sum()
+    loss.backward()
+    assert net.log_steps.grad is not None
+    assert torch.isfinite(net.log_steps.grad).all()
+
+
+def test_forward_contract_and_errors(problem_surf_fixed):
+    """Shapes, lam per column or scalar, n_layers and input errors."""
+    problem = problem_surf_fixed
+    net = StepLISTANet(problem, 4)
+    assert net.n_layers == 4
+    assert net.D.dtype == torch.float32
+    X, lam = _data(problem, n=5)
+    with torch.no_grad():
+        Z = net(X, lam.float())
+        Z1 = net(X, float(lam[0]))
+        outs = net(X, lam, return_all=True)
+    assert Z.shape == (problem.n_sources, 5) and Z.dtype == torch.float32
+    assert Z1.shape == Z.shape
+    assert len(outs) == 4
+    torch.testing.assert_close(outs[-1], Z)
+    with pytest.raises(ValueError, match="must be <= the number of layers"):
+        net(X, lam, n_layers=5)
+    with pytest.raises(ValueError, match="X must have shape"):
+        net(X[:10], lam)
+    with pytest.raises(ValueError, match="one value per column"):
+        net(X, lam[:2])
+    with pytest.raises(TypeError, match="X must be"):
+        net(X.numpy(), lam)
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        StepLISTANet(problem, 0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_network("foo", problem, 3)
+
+
+@pytest.mark.parametrize("kind", ["lista", "alista", "step_fista"])
+def test_comparators_forward(kind, problem_surf_fixed, problem_vol):
+    """LISTA / ALISTA / Step-FISTA: shapes, finiteness, gradients."""
+    problems = [problem_surf_fixed] + ([problem_vol] if kind != "step_fista" else [])
+    for problem in problems:
+        if kind == "lista" and problem.n_sources > 1000:
+            with pytest.raises(ValueError, match="max_params"):
+                LISTANet(problem, 20, max_params=10**7)
+            continue
+        net = make_network(kind, problem, 3)
+        X, lam = _data(problem, n=4)
+        Z = net(X, lam)
+        assert Z.shape == (problem.n_sources, 4)
+        assert torch.isfinite(Z).all()
+        Z.abs().sum().backward()
+        grads = [p.grad for p in net.parameters()]
+        assert grads and all(g is not None for g in grads)
+
+
+def test_alista_weight(problem_surf_fixed):
+    """ALISTA weight: unit diagonal of W^T D, smaller off-diagonal than D/L."""
+    D = problem_surf_fixed.gain[:, :200]  # a well posed sub-dictionary
+    W = alista_weight(D, rtol=1e-10)
+    M = W.T @ D
+    np.testing.assert_allclose(np.diag(M), 1.0, rtol=1e-6)
+    Dn = D / np.linalg.norm(D, axis=0)
+    off = M - np.diag(np.diag(M))
+    off_n = Dn.T @ Dn - np.eye(D.shape[1])
+    # analytic weight minimizes the off-diagonal Frobenius norm among W with
+    # unit diagonal: in particular better than the normalized dictionary
+    assert np.linalg.norm(off) <= np.linalg.norm(off_n) * (1 + 1e-8)

@@ -1,0 +1,146 @@
+"""Tests of the simulation, the training and StepLISTA.fit/solve."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from mne_lista import StepLISTA, ista
+from mne_lista._lasso import alpha_max, objective
+from mne_lista.networks import StepLISTANet
+from mne_lista.simulation import simulate_data
+from mne_lista.training import evaluate, fit_network, train
+
+
+def test_simulate_data(problem_surf_fixed, problem_vol):
+    """Shapes, determinism, lam range, sparsity and SNR of the simulations."""
+    for problem in (problem_surf_fixed, problem_vol):
+        X, lam, truth = simulate_data(
+            problem, 50, n_sources=(1, 3), random_state=0, return_truth=True
+        )
+        assert X.shape == (problem.n_channels, 50) and lam.shape == (50,)
+        X2, lam2 = simulate_data(problem, 50, n_sources=(1, 3), random_state=0)
+        np.testing.assert_array_equal(X, X2)
+        np.testing.assert_array_equal(lam, lam2)
+        X3, _ = simulate_data(problem, 50, n_sources=(1, 3), random_state=1)
+        assert not np.allclose(X, X3)
+        Z = truth["Z"]
+        assert scipy.sparse.issparse(Z) and Z.shape == (problem.n_sources, 50)
+        lmax = alpha_max(torch.as_tensor(problem.gain), torch.as_tensor(X), 1)
+        if problem.n_orient == 1:
+            ratio = lam / lmax.numpy()
+            np.testing.assert_allclose(ratio, truth["lam_ratio"], rtol=1e-10)
+        assert np.all((truth["lam_ratio"] >= 0.1) & (truth["lam_ratio"] <= 0.8))
+        # few active positions (up to 3, plus neighbours when extended)
+        act = np.diff(Z.indptr) // problem.n_orient
+        assert act.min() >= 1 and np.median(act) <= 10
+        # the SNR is the drawn one: ||D z|| / ||x - D z||
+        signal = problem.gain @ Z.toarray()
+        snr = 20 * np.log10(
+            np.linalg.norm(signal, axis=0) / np.linalg.norm(X - signal, axis=0)
+        )
+        np.testing.assert_allclose(snr, truth["snr"], atol=1e-8)
+    with pytest.raises(ValueError, match="lam_range"):
+        simulate_data(problem_vol, 5, lam_range=(0.0, 0.5))
+    with pytest.raises(ValueError, match="min <= max"):
+        simulate_data(problem_vol, 5, snr=(10, 0))
+    with pytest.raises(ValueError, match="n_sources must be"):
+        simulate_data(problem_surf_fixed, 5, n_sources=(1, 10**6))
+
+
+@pytest.fixture(scope="module")
+def surf_data(problem_surf_fixed):
+    p = problem_surf_fixed
+    train_set = simulate_data(p, 128, random_state=10)
+    val_set = simulate_data(p, 128, random_state=11)
+    test_set = simulate_data(p, 128, random_state=12)  # independent held-out
+    return train_set, val_set, test_set
+
+
+@pytest.mark.parametrize("method", ["adam", "gd"])
+def test_training_beats_ista(method, problem_surf_fixed, surf_data):
+    """A short training lowers the held-out objective below ISTA's."""
+    p = problem_surf_fixed
+    (X, lam), (Xv, lv), (Xt, lt) = surf_data
+    n_layers = 6
+    net = StepLISTANet(p, n_layers)
+    hist = train(
+        net,
+        X,
+        lam,
+        Xv,
+        lv,
+        method=method,
+        n_epochs=4 if method == "adam" else 6,
+        batch_size=32,
+        random_state=0,
+        verbose=False,
+    )
+    assert hist["best_val_loss"] <= hist["init_val_loss"]
+    D, Xt_, lt_ = (torch.as_tensor(a) for a in (p.gain, Xt, lt))
+    with torch.no_grad():
+        f_net = objective(D, Xt_, net(Xt_, lt_).double(), lt_, 1).mean()
+    f_ista = objective(D, Xt_, ista(p, Xt_, lt_, n_layers), lt_, 1).mean()
+    assert f_net < f_ista
+    assert np.all(net.steps > 0)
+    assert not np.allclose(net.steps, 1.0 / p.lipschitz)
+
+
+def test_training_deterministic(problem_surf_fixed):
+    """Same seed -> same steps; fit_network records its settings."""
+    p = problem_surf_fixed
+    steps = []
+    for _ in range(2):
+        net = StepLISTANet(p, 4, dtype=torch.float64)
+        hist = fit_network(
+            net, p, n_samples=64, n_val=32, n_epochs=2, random_state=3, verbose=False
+        )
+        steps.append(net.steps)
+    np.testing.assert_array_equal(steps[0], steps[1])
+    assert hist["lam_range"] == (0.1, 0.8)
+    assert len(hist["val_loss"]) == hist["n_evals"] >= 1
+    net = StepLISTANet(p, 4, dtype=torch.float64)
+    fit_network(net, p, n_samples=64, n_val=32, n_epochs=2, random_state=4)
+    assert not np.array_equal(net.steps, steps[0])
+
+
+def test_train_errors(problem_surf_fixed, surf_data):
+    p = problem_surf_fixed
+    (X, lam), (Xv, lv), _ = surf_data
+    net = StepLISTANet(p, 3)
+    with pytest.raises(ValueError, match="method"):
+        train(net, X, lam, Xv, lv, method="sgd")
+    with pytest.raises(ValueError, match="stages"):
+        train(net, X, lam, Xv, lv, stages=[2, 5])
+    with pytest.raises(ValueError, match="X must have shape"):
+        train(net, X[:5], lam, Xv, lv)
+    # evaluate is the mean normalized objective, 1/2 at most for zeros... and
+    # <= 1 for the ISTA-initialized network
+    assert 0 < evaluate(net, torch.as_tensor(Xv), torch.as_tensor(lv)) <= 1
+
+
+def test_step_lista_fit_solve(evoked_cov, fwd_surf):
+    """StepLISTA.fit / solve: attributes, shapes, kinds, determinism."""
+    evoked, cov = evoked_cov
+    model = StepLISTA(fwd_surf, cov, evoked.info, n_layers=5, loose=0.0)
+    out = model.fit(n_samples=64, n_epochs=2, random_state=0, verbose=False)
+    assert out is model
+    assert model.lam_range == (0.1, 0.8)
+    assert "val_loss" in model.fit_history_
+    p = model.problem
+    X = p.whiten(evoked.copy().crop(0.05, 0.1))
+    lam = 0.3 * alpha_max(torch.as_tensor(p.gain), torch.as_tensor(X), 1).numpy()
+    Z = model.solve(X, lam)
+    assert isinstance(Z, np.ndarray) and Z.shape == (p.n_sources, X.shape[1])
+    Zt = model.solve(torch.as_tensor(X), torch.as_tensor(lam))
+    assert isinstance(Zt, torch.Tensor) and Zt.shape == Z.shape
+    np.testing.assert_allclose(Zt.double().numpy(), Z, rtol=1e-5, atol=1e-6)
+    z1 = model.solve(X[:, 0], float(lam[0]))
+    assert z1.shape == (p.n_sources,)
+    np.testing.assert_allclose(z1, Z[:, 0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="X must have shape"):
+        model.solve(X[:10], lam)
+    steps = model.net.steps
+    model.net = StepLISTANet(p, 5)  # refit from scratch: same seed, same steps
+    model.fit(n_samples=64, n_epochs=2, random_state=0, verbose=False)
+    np.testing.assert_array_equal(model.net.steps, steps)
