@@ -5,7 +5,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT = ROOT.parent / "shared" / "data" / "mne-sample-subset"
-os.environ.setdefault("MNE_LISTA_DATA", str(_DEFAULT))
+# absolute, so that tests that change directory (tutorials, CLI) still find it
+os.environ["MNE_LISTA_DATA"] = str(
+    Path(os.environ.get("MNE_LISTA_DATA", _DEFAULT)).resolve()
+)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
