@@ -19,7 +19,49 @@ def _check_device(device):
     return device
 
 
-class StepLISTA:
+class _UnrolledInverse:
+    """Plumbing shared by the learned inverse solvers (StepLISTA, StepMxNE).
+
+    Builds the problem from forward + noise_cov + info, holds the network
+    ``self.net`` (made by ``_make_net``) on ``self.device``.
+    """
+
+    def _setup(
+        self,
+        forward,
+        noise_cov,
+        info,
+        *,
+        n_layers,
+        loose,
+        depth,
+        rank,
+        device,
+        **net_kwargs,
+    ):
+        from .networks import _check_n_layers
+
+        self.n_layers = _check_n_layers(n_layers)
+        self.device = _check_device(device)
+        self.problem = prepare_problem(
+            forward, noise_cov, info, loose=loose, depth=depth, rank=rank
+        )
+        self.net = self._make_net(**net_kwargs).to(self.device)
+
+    def __repr__(self):
+        return (
+            f"<{type(self).__name__} | {self.n_layers} layers | "
+            f"{self.problem!r} | device={self.device}>"
+        )
+
+    def to(self, device):
+        """Move the network to a device (e.g. 'cuda'); returns self."""
+        self.device = _check_device(device)
+        self.net.to(self.device)
+        return self
+
+
+class StepLISTA(_UnrolledInverse):
     """Sparse source localization with Step-LISTA.
 
     Step-LISTA (Ablin et al., NeurIPS 2019) is ISTA unrolled over
@@ -71,30 +113,22 @@ class StepLISTA:
         device="cpu",
         verbose=None,
     ):
-        from .networks import StepLISTANet
-
-        _validate_type(n_layers, "int", "n_layers")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        self.device = _check_device(device)
-        self.problem = prepare_problem(
-            forward, noise_cov, info, loose=loose, depth=depth, rank=rank
+        self._setup(
+            forward,
+            noise_cov,
+            info,
+            n_layers=n_layers,
+            loose=loose,
+            depth=depth,
+            rank=rank,
+            device=device,
         )
-        self.net = StepLISTANet(self.problem, n_layers=n_layers).to(self.device)
-        self.n_layers = n_layers
         self.verbose = verbose
 
-    def __repr__(self):
-        return (
-            f"<StepLISTA | {self.n_layers} layers | {self.problem!r} | "
-            f"device={self.device}>"
-        )
+    def _make_net(self):
+        from .networks import StepLISTANet
 
-    def to(self, device):
-        """Move the network to a device (e.g. 'cuda'); returns self."""
-        self.device = _check_device(device)
-        self.net.to(self.device)
-        return self
+        return StepLISTANet(self.problem, n_layers=self.n_layers)
 
     # --- training and solving (helper "steplista") -----------------------
 

@@ -27,8 +27,8 @@ from mne.utils import (
 
 from . import _compat, _l21
 from ._lasso import _as_lam
-from ._problem import _pick_data, prepare_problem
-from .inverse import _check_device
+from ._problem import _pick_data
+from .inverse import _UnrolledInverse
 from .networks import StepFISTANet, StepLISTANet, _check_n_layers
 
 _ACTIVE_SET_SIZE = 10  # mixed_norm's default active_set_size
@@ -257,7 +257,7 @@ def _training_windows(problem, n_windows, *, n_components, D, random_state, **kw
 # The estimator
 
 
-class StepMxNE:
+class StepMxNE(_UnrolledInverse):
     """Mixed-norm (MxNE) source localization with a learned Step-LISTA.
 
     A learned twin of :func:`mne.inverse_sparse.mixed_norm`: the same L21
@@ -323,30 +323,24 @@ class StepMxNE:
         momentum=False,
         verbose=None,
     ):
-        n_layers = _check_n_layers(n_layers)
         _validate_type(momentum, bool, "momentum")
-        self.device = _check_device(device)
-        self.problem = prepare_problem(
-            forward, noise_cov, info, loose=loose, depth=depth, rank=rank
-        )
-        net_class = StepFISTAMxNENet if momentum else StepMxNENet
-        self.net = net_class(self.problem, n_layers).to(self.device)
         self.momentum = momentum
-        self.n_layers = n_layers
+        self._setup(
+            forward,
+            noise_cov,
+            info,
+            n_layers=n_layers,
+            loose=loose,
+            depth=depth,
+            rank=rank,
+            device=device,
+        )
         self.lam_range = None
         self.history_ = None
 
-    def __repr__(self):
-        return (
-            f"<StepMxNE | {self.n_layers} layers | {self.problem!r} | "
-            f"device={self.device}>"
-        )
-
-    def to(self, device):
-        """Move the network to a device (e.g. 'cuda'); returns self."""
-        self.device = _check_device(device)
-        self.net.to(self.device)
-        return self
+    def _make_net(self):
+        net_class = StepFISTAMxNENet if self.momentum else StepMxNENet
+        return net_class(self.problem, self.n_layers)
 
     # --- training -----------------------------------------------------------
 
