@@ -132,7 +132,16 @@ def train(
     history : dict
         ``train_loss``, ``val_loss`` (lists, one entry per evaluation),
         ``stage`` (number of layers at each evaluation), ``best_val_loss``,
-        ``init_val_loss``, ``n_evals``, ``time``.
+        ``init_val_loss``, ``n_evals``, ``time`` and ``n_restored`` (Adam:
+        the number of diverging steps or epochs undone, see Notes).
+
+    Notes
+    -----
+    Step sizes beyond ``2 / L`` on many layers make the iterates of some
+    samples blow up. With Adam, a batch loss that is not finite, above 1
+    (worse than the zero solution) or twice its running mean, or a
+    validation loss above 1.5 times the best one, restores the last good
+    steps, resets Adam's moments and lowers the learning rate.
     """
     _check_option("method", method, ("adam", "gd"))
     _validate_type(n_epochs, "int", "n_epochs")
@@ -153,7 +162,12 @@ def train(
     t0 = time.time()
     init_val = evaluate(net, X_val, lam_val)
     history = dict(
-        train_loss=[], val_loss=[], stage=[], init_val_loss=init_val, method=method
+        train_loss=[],
+        val_loss=[],
+        stage=[],
+        init_val_loss=init_val,
+        method=method,
+        n_restored=0,
     )
     n_total = len(stages) * n_epochs
     with ProgressBar(n_total, mesg="Training") as pbar:
@@ -238,6 +252,43 @@ def _train_stages(
             break
 
 
+class _DivergenceGuard:
+    """Undo an Adam step that made the unrolled network diverge.
+
+    Steps beyond ``2 / L`` on many layers make the iterates blow up: the
+    loss jumps by orders of magnitude and Adam's moment estimates are
+    poisoned for the rest of the training. A batch loss that is not finite,
+    exceeds 1 (worse than the zero solution) or jumps above ``factor`` times
+    its running mean restores the parameters of the last accepted step,
+    resets Adam's moments and halves its learning rate.
+    """
+
+    def __init__(self, net, opt, factor=2.0):
+        self.net, self.opt, self.factor = net, opt, factor
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.good = [p.detach().clone() for p in self.params]
+        self.mean = None
+        self.n_restored = 0
+
+    def diverged(self, loss):
+        bad = not np.isfinite(loss) or loss > 1.0
+        if self.mean is not None and loss > self.factor * self.mean:
+            bad = True
+        if not bad:
+            self.mean = loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
+            self.good = [p.detach().clone() for p in self.params]
+            return False
+        with torch.no_grad():
+            for p, g in zip(self.params, self.good):
+                p.copy_(g)
+        self.opt.state.clear()
+        for group in self.opt.param_groups:
+            group["lr"] /= 2.0
+        self.n_restored += 1
+        logger.debug(f"    diverging step undone (batch loss {loss:.3g})")
+        return True
+
+
 def _fit_adam(
     net,
     X,
@@ -266,6 +317,7 @@ def _fit_adam(
     best = evaluate(net, X_val, lam_val, n_layers)
     best_state = copy.deepcopy(net.state_dict())
     bad = 0
+    guard = _DivergenceGuard(net, opt)
     for epoch in range(n_epochs):
         perm = torch.randperm(n, generator=gen).to(X.device)
         tot = 0.0
@@ -275,26 +327,42 @@ def _fit_adam(
             loss = normalized_objective(
                 net, X[:, idx], lam[idx], n_layers, all_layers=all_layers
             ).mean()
+            if guard.diverged(float(loss.detach())):
+                continue  # parameters restored, learning rate halved
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(idx)
         val = evaluate(net, X_val, lam_val, n_layers)
-        sched.step(val)
         history["train_loss"].append(tot / n)
         history["val_loss"].append(val)
         history["stage"].append(n_layers)
         pbar.update(done + epoch + 1)
-        if val < best:
+        if not np.isfinite(val) or val > min(1.0, 1.5 * best):
+            # diverged on some validation samples: back to the best steps,
+            # fresh moments, smaller learning rate
+            net.load_state_dict(best_state)
+            opt.state.clear()
+            for group in opt.param_groups:
+                group["lr"] /= 4.0
+            guard.good = [p.detach().clone() for p in guard.params]
+            guard.n_restored += 1
+            logger.debug(f"    epoch {epoch}: validation diverged ({val:.3g}), undone")
+            bad += 1
+        elif val < best:
+            sched.step(val)
             best, bad = val, 0
             best_state = copy.deepcopy(net.state_dict())
         else:
+            sched.step(val)
             bad += 1
         if bad >= patience:
             break
         if deadline is not None and time.time() > deadline:
             net.load_state_dict(best_state)
+            history["n_restored"] += guard.n_restored
             return True
     net.load_state_dict(best_state)
+    history["n_restored"] += guard.n_restored
     return False
 
 
