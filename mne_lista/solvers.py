@@ -102,7 +102,14 @@ def relative_gap(problem, X, Z, lam):
 # its support by Newton's method and certified with our own duality gap.
 
 # rounds of "solve, polish, certify", each with a 100x tighter backend tol
-_N_ROUNDS = 4
+# (a round warm started from a point that celer could not improve is
+# repeated cold at the same tol)
+_N_ROUNDS = 5
+# celer's outer (working set) iterations per round: converged solves take
+# 5-30; a stalled one would otherwise loop 1000 times (minutes)
+_CELER_MAX_ITER = 100
+# ... and from a starting point given by the caller (Z0)
+_WARM_MAX_ITER = 20
 
 
 @verbose
@@ -139,7 +146,10 @@ def solve_lasso(
     tol : float
         Required duality gap relative to ``1/2 ||x||^2``.
     Z0 : array | Tensor, shape (m, B) | None
-        Warm start (zeros by default).
+        A starting point (e.g. a network's output): it is first polished on
+        its support (returned when that certifies), then warm starts the
+        solver with a bounded number of working-set iterations; a column
+        that does not certify from it is solved again from zero.
     n_jobs : int | None
         Number of processes over columns (joblib). None is 1.
     %(verbose)s
@@ -266,12 +276,13 @@ class _CelerEstimator:
     def __init__(self, G, n_orient):
         from celer import GroupLasso, Lasso
 
-        kw = dict(fit_intercept=False, max_iter=1000, max_epochs=100_000)
+        kw = dict(fit_intercept=False, max_iter=_CELER_MAX_ITER, max_epochs=100_000)
         self.G = G
         self.est = Lasso(**kw) if n_orient == 1 else GroupLasso(n_orient, **kw)
 
-    def fit(self, x, alpha, tol, w0=None):
+    def fit(self, x, alpha, tol, w0=None, max_iter=None):
         self.est.alpha, self.est.tol = alpha, tol
+        self.est.max_iter = _CELER_MAX_ITER if max_iter is None else max_iter
         self.est.warm_start = w0 is not None
         if w0 is not None:
             self.est.coef_ = np.array(w0, dtype=np.float64)
@@ -311,7 +322,8 @@ class _CelerGroup:
         self.empty = np.zeros(1)
         self.empty_i = np.zeros(1, dtype=np.int32)
 
-    def fit(self, x, alpha, tol, w0=None):
+    def fit(self, x, alpha, tol, w0=None, max_iter=None):
+        max_iter = _CELER_MAX_ITER if max_iter is None else max_iter
         x = np.ascontiguousarray(x, dtype=np.float64)  # celer assumes stride 1
         w = np.zeros(self.m) if w0 is None else np.array(w0, dtype=np.float64)
         R = x - self.G @ w
@@ -324,7 +336,7 @@ class _CelerGroup:
         theta /= max(dnorm / alpha, self.n)
         self._solve(
             False, 0, self.G, self.idx, self.ptr, *args[1:], x, alpha, w, R,
-            theta, self.norms, tol, self.weights, 1000, 100_000,
+            theta, self.norms, tol, self.weights, max_iter, 100_000,
             p0=max(10, int((w != 0).sum())), prune=1, verbose=0,
         )  # fmt: skip
         return w
@@ -338,13 +350,13 @@ def _group_spectral_norms(G, n_orient):
     return np.sqrt(np.linalg.eigvalsh(gram)[:, -1])
 
 
-def _fit_celer(est, x, alpha, tol, z):
+def _fit_celer(est, x, alpha, tol, z, max_iter=None):
     """One celer solve, warm started from z (None: zeros)."""
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return est.fit(x, alpha, tol, z)
+        return est.fit(x, alpha, tol, z, max_iter)
 
 
 def _solve_columns(G, n_orient, X, lam, Z0, tol, norms=None):
@@ -374,23 +386,52 @@ def _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms):
         xt, lam_t = torch.from_numpy(X[:, b : b + 1]), torch.tensor([lam_b])
         norm = 0.5 * float(x @ x)
         tol_b = _backend_tol(tol)
-        z = None if Z0 is None else np.array(Z0[:, b])
         best, best_gap = np.zeros(m), np.inf
-        for round_ in range(_N_ROUNDS):
-            z = _fit_celer(est, x, lam_b / n, tol_b, z)
-            # the polished candidates first: usually exact
-            for cand in chain(_polish(G, x, z, lam_b, n_orient), [z]):
+        z = None
+
+        def gap_pick(cands, best, best_gap, xt=xt, lam_t=lam_t, norm=norm):
+            """The candidate of smallest relative gap (stop below tol)."""
+            for cand in cands:
                 zt = torch.from_numpy(cand[:, None])
                 gap = float(duality_gap(D, xt, zt, lam_t, n_orient)[0][0]) / norm
                 if gap < best_gap:
                     best, best_gap = cand, gap
                 if best_gap <= tol:
                     break
+            return best, best_gap
+
+        if Z0 is not None:
+            # the starting point (e.g. a network's output) polished on its
+            # support is often exact already
+            z0 = np.array(Z0[:, b])
+            cands = [z0]
+            if np.count_nonzero(z0) <= n:  # else Newton is costly and singular
+                cands = chain(_polish(G, x, z0, lam_b, n_orient), cands)
+            best, best_gap = gap_pick(cands, best, best_gap)
+            if best_gap <= tol:
+                Z[:, b] = best
+                continue
+            z = z0
+        warm_ok = True
+        for round_ in range(_N_ROUNDS):
+            warm = warm_ok and z is not None
+            # from a point it did not produce celer can stall (seen: 160 s
+            # where a cold start took 1 s): fewer outer iterations there
+            max_iter = _WARM_MAX_ITER if warm and round_ == 0 else None
+            z = _fit_celer(
+                est, x, lam_b / n, tol_b, z if warm else None, max_iter=max_iter
+            )
+            # the polished candidates first: usually exact
+            cands = chain(_polish(G, x, z, lam_b, n_orient), [z])
+            best, best_gap = gap_pick(cands, best, best_gap)
             logger.debug(f"    round {round_}: relative gap {best_gap:.2e}")
             if best_gap <= tol:
                 break
+            if warm:  # no progress from its own previous point: go on cold
+                warm_ok = False
+            else:
+                tol_b /= 100.0
             z = best
-            tol_b /= 100.0
         Z[:, b] = best
     return Z
 

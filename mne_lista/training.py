@@ -138,10 +138,10 @@ def train(
     Notes
     -----
     Step sizes beyond ``2 / L`` on many layers make the iterates of some
-    samples blow up. With Adam, a batch loss that is not finite, above 1
-    (worse than the zero solution) or twice its running mean, or a
-    validation loss above 1.5 times the best one, restores the last good
-    steps, resets Adam's moments and lowers the learning rate.
+    samples blow up. With Adam, a batch loss that is not finite or above 1
+    (worse than the zero solution), or a validation loss above 1.5 times the
+    best one, restores the last good steps, resets Adam's moments and
+    lowers the learning rate.
     """
     _check_option("method", method, ("adam", "gd"))
     _validate_type(n_epochs, "int", "n_epochs")
@@ -257,25 +257,20 @@ class _DivergenceGuard:
 
     Steps beyond ``2 / L`` on many layers make the iterates blow up: the
     loss jumps by orders of magnitude and Adam's moment estimates are
-    poisoned for the rest of the training. A batch loss that is not finite,
-    exceeds 1 (worse than the zero solution) or jumps above ``factor`` times
-    its running mean restores the parameters of the last accepted step,
-    resets Adam's moments and halves its learning rate.
+    poisoned for the rest of the training. A batch loss that is not finite
+    or exceeds 1 (the network does worse than the zero solution) restores
+    the parameters of the last accepted step, resets Adam's moments and
+    halves its learning rate.
     """
 
-    def __init__(self, net, opt, factor=2.0):
-        self.net, self.opt, self.factor = net, opt, factor
+    def __init__(self, net, opt):
+        self.net, self.opt = net, opt
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.good = [p.detach().clone() for p in self.params]
-        self.mean = None
         self.n_restored = 0
 
     def diverged(self, loss):
-        bad = not np.isfinite(loss) or loss > 1.0
-        if self.mean is not None and loss > self.factor * self.mean:
-            bad = True
-        if not bad:
-            self.mean = loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
+        if np.isfinite(loss) and loss <= 1.0:
             self.good = [p.detach().clone() for p in self.params]
             return False
         with torch.no_grad():
