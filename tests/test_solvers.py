@@ -106,6 +106,23 @@ def test_solve_lasso_simulated_vol_and_warm_start(problem_vol):
     np.testing.assert_allclose(Z2, Z, atol=1e-6 * np.abs(Z).max())
 
 
+def test_solve_lasso_poor_start(problem_vol, monkeypatch):
+    """From a poor starting point (3 ISTA iterations: a dense support), the
+    columns are still certified and equal the cold solutions, also when the
+    bounded warm-started round cannot finish (then redone cold)."""
+    from mne_lista import solvers
+
+    X, lam = _simulated(problem_vol, 2)
+    Z = solve_lasso(problem_vol, X, lam, verbose=False)
+    Z0 = ista(problem_vol, X, lam, 3)
+    assert np.count_nonzero(Z0) > problem_vol.n_channels  # too dense for Newton
+    for max_iter in (solvers._WARM_MAX_ITER, 1):
+        monkeypatch.setattr(solvers, "_WARM_MAX_ITER", max_iter)
+        Z2 = solve_lasso(problem_vol, X, lam, Z0=Z0, verbose=False)
+        assert np.all(relative_gap(problem_vol, X, Z2, lam) <= 1e-8)
+        np.testing.assert_allclose(Z2, Z, atol=1e-6 * np.abs(Z).max())
+
+
 def test_celer_group_direct_matches_estimator(problem_vol):
     """The direct call into celer's group solver equals celer.GroupLasso."""
     from mne_lista import solvers
