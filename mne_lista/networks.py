@@ -15,6 +15,9 @@ shape ``(m, B)``. ``n_layers`` evaluates only the first layers.
   parameters are one positive step size per layer. Untrained, it is ISTA.
 - :class:`StepFISTANet`: FISTA with a learned step and a learned momentum
   per layer. Untrained, it is FISTA.
+- :class:`SafeStepLISTANet`: Step-LISTA whose learned step is replaced by
+  the ISTA step for the samples where it would raise the objective
+  (experimental). Untrained, it is ISTA.
 - :class:`LISTANet`: coupled LISTA (Chen et al., 2018), one matrix and one
   threshold per atom (per group) and layer.
 - :class:`ALISTANet`: analytic LISTA (Liu et al., 2019), an analytic weight
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from mne.utils import _validate_type
 
-from ._lasso import _as_lam, ista_step, prox
+from ._lasso import _as_lam, ista_step, penalty, prox
 from ._problem import _check_problem
 
 
@@ -204,6 +207,45 @@ class StepFISTANet(StepLISTANet):
         return Z_new, Y
 
 
+class SafeStepLISTANet(StepLISTANet):
+    """Step-LISTA with a monotone safeguard per sample (experimental).
+
+    Layer ``t`` tries the learned step, ``z' = prox(z - a_t g, a_t lam)``
+    with ``g = D^T(D z - x)``; for the samples where ``z'`` raises the Lasso
+    objective, it takes the ISTA step ``prox(z - g / L, lam / L)`` instead
+    (which never raises it). The objective decreases at every layer for
+    every sample whatever the steps, so training can use steps far beyond
+    ``2 / L`` (the supports of most samples allow ``1 / L_S``) without
+    making the samples with large supports diverge. Each layer costs the
+    two products of ISTA plus one product restricted to the rejected
+    samples. Untrained (``a_t = 1/L``), it is ISTA.
+
+    Parameters and attributes are those of :class:`StepLISTANet`.
+    """
+
+    def _layer(self, t, X, Z, lam, state):
+        D, n_orient, lip = self.D, self.n_orient, self.lipschitz
+        if state is None:  # first layer: Z = 0
+            R, F = -X, 0.5 * (X * X).sum(0)
+        else:
+            R, F = state
+        grad = D.T @ R
+        step = torch.exp(self.log_steps[t]) / lip
+        Z_new = prox(Z - step * grad, step * lam, n_orient)
+        R_new = D @ Z_new - X
+        F_new = 0.5 * (R_new * R_new).sum(0) + lam * penalty(Z_new, n_orient)
+        idx = torch.nonzero((F_new > F).detach()).flatten()
+        if len(idx):
+            lam_i = lam[idx]
+            Z_i = prox(Z[:, idx] - grad[:, idx] / lip, lam_i / lip, n_orient)
+            R_i = D @ Z_i - X[:, idx]
+            F_i = 0.5 * (R_i * R_i).sum(0) + lam_i * penalty(Z_i, n_orient)
+            Z_new = Z_new.index_copy(1, idx, Z_i)
+            R_new = R_new.index_copy(1, idx, R_i)
+            F_new = F_new.index_copy(0, idx, F_i)
+        return Z_new, (R_new, F_new)
+
+
 def _expand_groups(theta, n_orient):
     """Per-group values (G, ...) -> per-row values (G * n_orient, ...)."""
     return theta.repeat_interleave(n_orient, dim=0) if n_orient > 1 else theta
@@ -338,13 +380,15 @@ class ALISTANet(_UnrolledNet):
 NETWORKS = {
     "step": StepLISTANet,
     "step_fista": StepFISTANet,
+    "safe_step": SafeStepLISTANet,
     "lista": LISTANet,
     "alista": ALISTANet,
 }
 
 
 def make_network(kind, problem, n_layers, *, dtype=torch.float32):
-    """Build a network by name ('step', 'step_fista', 'lista', 'alista')."""
+    """Build a network by name ('step', 'step_fista', 'safe_step', 'lista',
+    'alista')."""
     if kind not in NETWORKS:
         raise ValueError(f"kind must be one of {sorted(NETWORKS)}, got {kind!r}")
     return NETWORKS[kind](problem, n_layers, dtype=dtype)
@@ -353,6 +397,7 @@ def make_network(kind, problem, n_layers, *, dtype=torch.float32):
 __all__ = [
     "StepLISTANet",
     "StepFISTANet",
+    "SafeStepLISTANet",
     "LISTANet",
     "ALISTANet",
     "alista_weight",

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from mne_lista import fista, ista
-from mne_lista._lasso import alpha_max
+from mne_lista._lasso import alpha_max, objective
 from mne_lista.networks import (
     LISTANet,
+    SafeStepLISTANet,
     StepFISTANet,
     StepLISTANet,
     alista_weight,
@@ -44,6 +45,11 @@ def test_untrained_step_lista_is_ista(which, problem_surf_fixed, problem_vol):
     with torch.no_grad():
         Z = net(X, lam)
     torch.testing.assert_close(Z, fista(problem, X, lam, 7), rtol=0, atol=1e-14)
+    # the safeguarded variant: ISTA steps are never rejected
+    net = SafeStepLISTANet(problem, 7, dtype=torch.float64)
+    with torch.no_grad():
+        Z = net(X, lam)
+    torch.testing.assert_close(Z, ista(problem, X, lam, 7), rtol=0, atol=1e-14)
     # untrained coupled LISTA is ISTA too (W = D / L, thresholds 1 / L)
     if which == "surf":
         net = LISTANet(problem, 4, dtype=torch.float64)
@@ -102,7 +108,26 @@ def test_forward_contract_and_errors(problem_surf_fixed):
         make_network("foo", problem, 3)
 
 
-@pytest.mark.parametrize("kind", ["lista", "alista", "step_fista"])
+def test_safe_step_lista_monotone(problem_surf_fixed, problem_vol):
+    """With steps far beyond 2/L, plain Step-LISTA blows up; the safeguarded
+    network's objective decreases at every layer for every sample."""
+    for problem in (problem_surf_fixed, problem_vol):
+        X, lam = _data(problem, n=6)
+        steps = np.full(8, 50.0 / problem.lipschitz)
+        plain = StepLISTANet(problem, 8, dtype=torch.float64).set_steps(steps)
+        safe = SafeStepLISTANet(problem, 8, dtype=torch.float64).set_steps(steps)
+        D = torch.as_tensor(problem.gain)
+        no = problem.n_orient
+        with torch.no_grad():
+            f_plain = objective(D, X, plain(X, lam), lam, no)
+            outs = safe(X, lam, return_all=True)
+        f = [0.5 * (X * X).sum(0)] + [objective(D, X, Z, lam, no) for Z in outs]
+        f = torch.stack(f)
+        assert torch.all(f[1:] <= f[:-1] * (1 + 1e-12))
+        assert torch.all(f_plain > f[0])  # diverged: worse than zero
+
+
+@pytest.mark.parametrize("kind", ["lista", "alista", "step_fista", "safe_step"])
 def test_comparators_forward(kind, problem_surf_fixed, problem_vol):
     """LISTA / ALISTA / Step-FISTA: shapes, finiteness, gradients."""
     problems = [problem_surf_fixed] + ([problem_vol] if kind != "step_fista" else [])
