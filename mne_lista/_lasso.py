@@ -87,7 +87,11 @@ def residual(D, X, Z):
 def objective(D, X, Z, lam, n_orient):
     """Lasso objective of each column, shape (B,)."""
     lam = _as_lam(lam, X.shape[-1], X)
-    R = residual(D, X, Z)
+    return objective_from_residual(residual(D, X, Z), Z, lam, n_orient)
+
+
+def objective_from_residual(R, Z, lam, n_orient):
+    """Lasso objective of each column from its residual ``R`` (either sign)."""
     return 0.5 * (R * R).sum(0) + lam * penalty(Z, n_orient)
 
 

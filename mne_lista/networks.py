@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from mne.utils import _validate_type
 
-from ._lasso import _as_lam, ista_step, penalty, prox
+from ._lasso import _as_lam, ista_step, objective_from_residual, prox
 from ._problem import _check_problem
 
 
@@ -233,13 +233,13 @@ class SafeStepLISTANet(StepLISTANet):
         step = torch.exp(self.log_steps[t]) / lip
         Z_new = prox(Z - step * grad, step * lam, n_orient)
         R_new = D @ Z_new - X
-        F_new = 0.5 * (R_new * R_new).sum(0) + lam * penalty(Z_new, n_orient)
+        F_new = objective_from_residual(R_new, Z_new, lam, n_orient)
         idx = torch.nonzero((F_new > F).detach()).flatten()
         if len(idx):
             lam_i = lam[idx]
             Z_i = prox(Z[:, idx] - grad[:, idx] / lip, lam_i / lip, n_orient)
             R_i = D @ Z_i - X[:, idx]
-            F_i = 0.5 * (R_i * R_i).sum(0) + lam_i * penalty(Z_i, n_orient)
+            F_i = objective_from_residual(R_i, Z_i, lam_i, n_orient)
             Z_new = Z_new.index_copy(1, idx, Z_i)
             R_new = R_new.index_copy(1, idx, R_i)
             F_new = F_new.index_copy(0, idx, F_i)

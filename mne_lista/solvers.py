@@ -276,13 +276,13 @@ class _CelerEstimator:
     def __init__(self, G, n_orient):
         from celer import GroupLasso, Lasso
 
-        kw = dict(fit_intercept=False, max_iter=_CELER_MAX_ITER, max_epochs=100_000)
+        kw = dict(fit_intercept=False, max_epochs=100_000)
         self.G = G
         self.est = Lasso(**kw) if n_orient == 1 else GroupLasso(n_orient, **kw)
 
-    def fit(self, x, alpha, tol, w0=None, max_iter=None):
+    def fit(self, x, alpha, tol, w0=None, max_iter=_CELER_MAX_ITER):
         self.est.alpha, self.est.tol = alpha, tol
-        self.est.max_iter = _CELER_MAX_ITER if max_iter is None else max_iter
+        self.est.max_iter = max_iter
         self.est.warm_start = w0 is not None
         if w0 is not None:
             self.est.coef_ = np.array(w0, dtype=np.float64)
@@ -322,8 +322,7 @@ class _CelerGroup:
         self.empty = np.zeros(1)
         self.empty_i = np.zeros(1, dtype=np.int32)
 
-    def fit(self, x, alpha, tol, w0=None, max_iter=None):
-        max_iter = _CELER_MAX_ITER if max_iter is None else max_iter
+    def fit(self, x, alpha, tol, w0=None, max_iter=_CELER_MAX_ITER):
         x = np.ascontiguousarray(x, dtype=np.float64)  # celer assumes stride 1
         w = np.zeros(self.m) if w0 is None else np.array(w0, dtype=np.float64)
         R = x - self.G @ w
@@ -350,8 +349,8 @@ def _group_spectral_norms(G, n_orient):
     return np.sqrt(np.linalg.eigvalsh(gram)[:, -1])
 
 
-def _fit_celer(est, x, alpha, tol, z, max_iter=None):
-    """One celer solve, warm started from z (None: zeros)."""
+def _fit_celer(est, x, alpha, tol, z, max_iter):
+    """One celer solve (at most max_iter outer iterations) from z (None: 0)."""
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
@@ -417,7 +416,7 @@ def _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms):
             warm = warm_ok and z is not None
             # from a point it did not produce celer can stall (seen: 160 s
             # where a cold start took 1 s): fewer outer iterations there
-            max_iter = _WARM_MAX_ITER if warm and round_ == 0 else None
+            max_iter = _WARM_MAX_ITER if warm and round_ == 0 else _CELER_MAX_ITER
             z = _fit_celer(
                 est, x, lam_b / n, tol_b, z if warm else None, max_iter=max_iter
             )

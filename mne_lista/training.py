@@ -264,7 +264,7 @@ class _DivergenceGuard:
     """
 
     def __init__(self, net, opt):
-        self.net, self.opt = net, opt
+        self.opt = opt
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.good = [p.detach().clone() for p in self.params]
         self.n_restored = 0
@@ -276,12 +276,17 @@ class _DivergenceGuard:
         with torch.no_grad():
             for p, g in zip(self.params, self.good):
                 p.copy_(g)
-        self.opt.state.clear()
-        for group in self.opt.param_groups:
-            group["lr"] /= 2.0
-        self.n_restored += 1
+        self.restart(2.0)
         logger.debug(f"    diverging step undone (batch loss {loss:.3g})")
         return True
+
+    def restart(self, factor):
+        """Fresh Adam moments, learning rate / factor, current params good."""
+        self.opt.state.clear()
+        for group in self.opt.param_groups:
+            group["lr"] /= factor
+        self.good = [p.detach().clone() for p in self.params]
+        self.n_restored += 1
 
 
 def _fit_adam(
@@ -313,6 +318,7 @@ def _fit_adam(
     best_state = copy.deepcopy(net.state_dict())
     bad = 0
     guard = _DivergenceGuard(net, opt)
+    out_of_time = False
     for epoch in range(n_epochs):
         perm = torch.randperm(n, generator=gen).to(X.device)
         tot = 0.0
@@ -336,11 +342,7 @@ def _fit_adam(
             # diverged on some validation samples: back to the best steps,
             # fresh moments, smaller learning rate
             net.load_state_dict(best_state)
-            opt.state.clear()
-            for group in opt.param_groups:
-                group["lr"] /= 4.0
-            guard.good = [p.detach().clone() for p in guard.params]
-            guard.n_restored += 1
+            guard.restart(4.0)
             logger.debug(f"    epoch {epoch}: validation diverged ({val:.3g}), undone")
             bad += 1
         elif val < best:
@@ -352,13 +354,12 @@ def _fit_adam(
             bad += 1
         if bad >= patience:
             break
-        if deadline is not None and time.time() > deadline:
-            net.load_state_dict(best_state)
-            history["n_restored"] += guard.n_restored
-            return True
+        out_of_time = deadline is not None and time.time() > deadline
+        if out_of_time:
+            break
     net.load_state_dict(best_state)
     history["n_restored"] += guard.n_restored
-    return False
+    return out_of_time
 
 
 def _fit_gd(
