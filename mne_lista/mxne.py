@@ -476,7 +476,8 @@ class StepMxNE(_UnrolledInverse):
         Mt = torch.as_tensor(M, dtype=torch.float64, device=self.device)
         M_pca, Vh = _l21.time_pca(Mt, None if time_pca is True else int(time_pca))
         n_comp = M_pca.shape[2]
-        a_max = _l21.alpha_max(D, M_pca, n_orient)
+        GtM = _l21.gain_t_times(D, M_pca)
+        a_max = _l21.dual_norm(GtM, n_orient)  # alpha_max, as in mixed_norm
         lam = alpha / 100.0 * a_max
         dtype = self.net.D.dtype
         Z = self.net(M_pca.to(dtype), lam.to(dtype)).double()
@@ -493,29 +494,8 @@ class StepMxNE(_UnrolledInverse):
                 f"relative duality gap > {tol:g}"
                 + (", finished by the exact MxNE solver" if n_resolved else "")
             )
-            for w in bad:
-                Mw = M_pca[:, w].cpu().numpy()
-                # warm start: the network's strongest positions (as many as
-                # MNE's active_set_size), to which MNE adds its own
-                sq = _l21.group_sq_norms(Z[:, w : w + 1], n_orient)[:, 0].cpu().numpy()
-                top = np.argsort(sq)[::-1][:_ACTIVE_SET_SIZE]
-                init = np.zeros(problem.n_positions, bool)
-                init[top[sq[top] > 0]] = True
-                init = np.repeat(init, n_orient)
-                X, act, _ = _compat.mixed_norm_solver(
-                    Mw,
-                    problem.gain,
-                    lam[w],
-                    n_orient=n_orient,
-                    tol=tol * f0[w],
-                    active_set_init=init,
-                )
-                Zw = np.zeros((problem.n_sources, n_comp))
-                Zw[act] = X
-                Z[:, w] = torch.as_tensor(Zw, device=Z.device)
             if n_resolved:
-                gap = _l21.duality_gap(D, M_pca[:, bad], Z[:, bad], lam[bad], n_orient)
-                rel_gap[bad] = gap[0].cpu().numpy() / f0[bad]
+                rel_gap[bad] = self._finish(Z, M_pca, GtM, lam, f0, bad, tol)
         if len(rel_gap):
             logger.info(
                 f"    Relative duality gap per window: median "
@@ -529,6 +509,56 @@ class StepMxNE(_UnrolledInverse):
             n_components=n_comp,
         )
         return Z, M_pca, Vh, cert
+
+    def _finish(self, Z, M_pca, GtM, lam, f0, bad, tol):
+        """Solve windows ``bad`` exactly (in place in Z), return their gaps.
+
+        :func:`mne_lista._l21.solve_mxne` (working sets + BCD, all windows
+        at once), its first working sets ranked by the network's output;
+        a window it does not certify in its budget goes to MNE's
+        ``mixed_norm_solver``, warm started on the network's strongest
+        positions.
+        """
+        problem, n_orient = self.problem, self.problem.n_orient
+        D = problem.gain_tensor(self.device, torch.float64)
+        if getattr(self, "_lip_positions", None) is None:
+            self._lip_positions = _l21.position_lipschitz(D, n_orient)
+        idx = torch.as_tensor(bad, device=Z.device)
+        Z_net = Z[:, idx]
+        Z[:, idx], rel, _ = _l21.solve_mxne(
+            D,
+            M_pca[:, idx],
+            torch.as_tensor(lam[bad], device=Z.device),
+            n_orient,
+            tol=tol,
+            priority=_l21.group_sq_norms(Z_net, n_orient),
+            ws_size=_ACTIVE_SET_SIZE,
+            lipschitz_positions=self._lip_positions,
+            gain_t_M=GtM[:, idx],
+        )
+        rel = rel.cpu().numpy()
+        for k in np.flatnonzero(~(rel <= tol)):
+            w = bad[k]
+            logger.info(f"    Window {w}: MNE's mixed_norm_solver (gap {rel[k]:.1e})")
+            sq = _l21.group_sq_norms(Z_net[:, k : k + 1], n_orient)[:, 0].cpu().numpy()
+            top = np.argsort(sq)[::-1][:_ACTIVE_SET_SIZE]
+            init = np.zeros(problem.n_positions, bool)
+            init[top[sq[top] > 0]] = True
+            X, act, _ = _compat.mixed_norm_solver(
+                M_pca[:, w].cpu().numpy(),
+                problem.gain,
+                lam[w],
+                n_orient=n_orient,
+                tol=tol * f0[w],
+                active_set_init=np.repeat(init, n_orient),
+            )
+            Zw = np.zeros((problem.n_sources, M_pca.shape[2]))
+            Zw[act] = X
+            Z[:, w] = torch.as_tensor(Zw, device=Z.device)
+            sl = slice(w, w + 1)
+            gap = _l21.duality_gap(D, M_pca[:, sl], Z[:, sl], lam[w], n_orient)[0]
+            rel[k] = float(gap[0]) / f0[w]
+        return rel
 
     def _estimate(self, Z, M_pca, Vh, w, *, tmin, tstep, evoked=None, **kwargs):
         """MNE output of window w (see :func:`mne_lista._apply.make_estimate`).
