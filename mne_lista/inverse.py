@@ -3,6 +3,7 @@
 import torch
 from mne.utils import _validate_type, verbose, warn
 
+from ._docs import fill_doc
 from ._io import read_step_lista  # noqa: F401 (exported here too)
 from ._problem import prepare_problem
 
@@ -61,6 +62,7 @@ class _UnrolledInverse:
         return self
 
 
+@fill_doc
 class StepLISTA(_UnrolledInverse):
     """Sparse source localization with Step-LISTA.
 
@@ -72,24 +74,9 @@ class StepLISTA(_UnrolledInverse):
 
     Parameters
     ----------
-    forward : Forward
-        The forward solution.
-    noise_cov : Covariance
-        The noise covariance.
-    info : Info
-        Measurement info of the data to localize.
-    n_layers : int
-        Number of layers (unrolled iterations).
-    loose : float | 'auto' | dict
-        Orientation constraint, as in :func:`mne.inverse_sparse.mixed_norm`.
-    depth : float | None | dict
-        Depth weighting, as in :func:`mne.inverse_sparse.mixed_norm`.
-    rank : None | 'info' | 'full' | dict
-        Rank of the noise covariance.
-    device : str | torch.device
-        Where to run the network ('cpu', 'cuda', 'cuda:1', ...).
-    verbose : bool | str | int | None
-        Control verbosity of the logging output.
+    %(estimator_problem)s
+    %(estimator_options)s
+    %(verbose)s
 
     Attributes
     ----------

@@ -26,6 +26,7 @@ from mne.utils import (
 )
 
 from . import _compat, _l21
+from ._docs import fill_doc
 from ._lasso import _as_lam
 from ._problem import _pick_data
 from .inverse import _UnrolledInverse
@@ -257,6 +258,7 @@ def _training_windows(problem, n_windows, *, n_components, D, random_state, **kw
 # The estimator
 
 
+@fill_doc
 class StepMxNE(_UnrolledInverse):
     """Mixed-norm (MxNE) source localization with a learned Step-LISTA.
 
@@ -271,28 +273,13 @@ class StepMxNE(_UnrolledInverse):
 
     Parameters
     ----------
-    forward : Forward
-        The forward solution.
-    noise_cov : Covariance
-        The noise covariance.
-    info : Info
-        Measurement info of the data to localize.
-    n_layers : int
-        Number of layers (unrolled iterations).
-    loose : float | 'auto' | dict
-        Orientation constraint, as in :func:`mne.inverse_sparse.mixed_norm`.
-    depth : float | None | dict
-        Depth weighting, as in :func:`mne.inverse_sparse.mixed_norm`.
-    rank : None | 'info' | 'full' | dict
-        Rank of the noise covariance.
-    device : str | torch.device
-        Where to run the network ('cpu', 'cuda', ...).
+    %(estimator_problem)s
+    %(estimator_options)s
     momentum : bool
         Also learn one momentum per layer (:class:`StepFISTAMxNENet`,
         untrained it is FISTA); by default plain Step-LISTA
         (:class:`StepMxNENet`, untrained it is ISTA).
-    verbose : bool | str | int | None
-        Control verbosity of the logging output.
+    %(verbose)s
 
     Attributes
     ----------

@@ -314,11 +314,8 @@ def _fit_adam(
         opt, factor=0.5, patience=max(patience // 2, 1)
     )
     n = X.shape[1]
-    best = evaluate(net, X_val, lam_val, n_layers)
-    best_state = copy.deepcopy(net.state_dict())
-    bad = 0
+    mon = _StageMonitor(net, X_val, lam_val, n_layers, patience, history, pbar, done)
     guard = _DivergenceGuard(net, opt)
-    out_of_time = False
     for epoch in range(n_epochs):
         perm = torch.randperm(n, generator=gen).to(X.device)
         tot = 0.0
@@ -333,33 +330,22 @@ def _fit_adam(
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(idx)
-        val = evaluate(net, X_val, lam_val, n_layers)
-        history["train_loss"].append(tot / n)
-        history["val_loss"].append(val)
-        history["stage"].append(n_layers)
-        pbar.update(done + epoch + 1)
-        if not np.isfinite(val) or val > min(1.0, 1.5 * best):
+        val = mon.end_epoch(epoch, tot / n)
+        if not np.isfinite(val) or val > min(1.0, 1.5 * mon.best):
             # diverged on some validation samples: back to the best steps,
             # fresh moments, smaller learning rate
-            net.load_state_dict(best_state)
+            mon.restore_best()
             guard.restart(4.0)
             logger.debug(f"    epoch {epoch}: validation diverged ({val:.3g}), undone")
-            bad += 1
-        elif val < best:
-            sched.step(val)
-            best, bad = val, 0
-            best_state = copy.deepcopy(net.state_dict())
+            mon.bad += 1
         else:
             sched.step(val)
-            bad += 1
-        if bad >= patience:
+            mon.update(val)
+        if mon.bad >= patience or mon.out_of_time(deadline):
             break
-        out_of_time = deadline is not None and time.time() > deadline
-        if out_of_time:
-            break
-    net.load_state_dict(best_state)
+    mon.restore_best()
     history["n_restored"] += guard.n_restored
-    return out_of_time
+    return mon.out_of_time(deadline)
 
 
 def _fit_gd(
@@ -403,9 +389,7 @@ def _fit_gd(
     for p in params:
         p.grad = None
     loss = full_loss()
-    best_val = evaluate(net, X_val, lam_val, n_layers)
-    best_state = copy.deepcopy(net.state_dict())
-    bad = 0
+    mon = _StageMonitor(net, X_val, lam_val, n_layers, patience, history, pbar, done)
     for it in range(n_epochs):
         saved = [p.detach().clone() for p in params]
         grads = [p.grad.detach().clone() for p in params]
@@ -426,23 +410,47 @@ def _fit_gd(
                     p.copy_(s)
             break
         loss = new_loss
-        val = evaluate(net, X_val, lam_val, n_layers)
-        history["train_loss"].append(loss)
-        history["val_loss"].append(val)
-        history["stage"].append(n_layers)
-        pbar.update(done + it + 1)
-        if val < best_val:
-            best_val, bad = val, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            bad += 1
-        if bad >= patience:
+        mon.update(mon.end_epoch(it, loss))
+        if mon.bad >= patience or mon.out_of_time(deadline):
             break
-        if deadline is not None and time.time() > deadline:
-            net.load_state_dict(best_state)
-            return True
-    net.load_state_dict(best_state)
-    return False
+    mon.restore_best()
+    return mon.out_of_time(deadline)
+
+
+class _StageMonitor:
+    """Validation, history, best steps and early stopping of a training stage."""
+
+    def __init__(self, net, X_val, lam_val, n_layers, patience, history, pbar, done):
+        self.net, self.X_val, self.lam_val = net, X_val, lam_val
+        self.n_layers, self.patience = n_layers, patience
+        self.history, self.pbar, self.done = history, pbar, done
+        self.best = evaluate(net, X_val, lam_val, n_layers)
+        self.best_state = copy.deepcopy(net.state_dict())
+        self.bad = 0  # epochs without improvement
+
+    def end_epoch(self, epoch, train_loss):
+        """Validate, record the epoch in the history; return the val. loss."""
+        val = evaluate(self.net, self.X_val, self.lam_val, self.n_layers)
+        self.history["train_loss"].append(train_loss)
+        self.history["val_loss"].append(val)
+        self.history["stage"].append(self.n_layers)
+        self.pbar.update(self.done + epoch + 1)
+        return val
+
+    def update(self, val):
+        """Keep the best parameters; count the epochs without improvement."""
+        if val < self.best:
+            self.best, self.bad = val, 0
+            self.best_state = copy.deepcopy(self.net.state_dict())
+        else:
+            self.bad += 1
+
+    def restore_best(self):
+        self.net.load_state_dict(self.best_state)
+
+    @staticmethod
+    def out_of_time(deadline):
+        return deadline is not None and time.time() > deadline
 
 
 # training budget of the defaults, in floating point operations (one to two
