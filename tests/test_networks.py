@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from mne_lista import fista, ista
-from mne_lista._lasso import alpha_max, objective
+from mne_lista._lasso import alpha_max, ista_step, objective
 from mne_lista.networks import (
     LISTANet,
     SafeStepLISTANet,
     StepFISTANet,
     StepLISTANet,
+    SupportStepLISTANet,
     alista_weight,
     make_network,
 )
@@ -50,6 +51,13 @@ def test_untrained_step_lista_is_ista(which, problem_surf_fixed, problem_vol):
     with torch.no_grad():
         Z = net(X, lam)
     torch.testing.assert_close(Z, ista(problem, X, lam, 7), rtol=0, atol=1e-14)
+    assert net.rejections_ == [0] * 7 and net.products_per_layer(6) == 2.0
+    # the support-scaled variant: theta = beta = 0 whatever the supports
+    net = SupportStepLISTANet(problem, 7, dtype=torch.float64)
+    with torch.no_grad():
+        Z = net(X, lam)
+    torch.testing.assert_close(Z, ista(problem, X, lam, 7), rtol=0, atol=1e-12)
+    assert torch.isfinite(net.log_ref_support).all()
     # untrained coupled LISTA is ISTA too (W = D / L, thresholds 1 / L)
     if which == "surf":
         net = LISTANet(problem, 4, dtype=torch.float64)
@@ -127,7 +135,49 @@ def test_safe_step_lista_monotone(problem_surf_fixed, problem_vol):
         assert torch.all(f_plain > f[0])  # diverged: worse than zero
 
 
-@pytest.mark.parametrize("kind", ["lista", "alista", "step_fista", "safe_step"])
+def test_support_step_lista(problem_surf_fixed, problem_vol):
+    """Per-sample steps exp(theta + beta (r - log s)) / L from the support
+    size s of the input iterate, checked against a manual computation; huge
+    steps are rejected and the objective decreases at every layer."""
+    for problem in (problem_surf_fixed, problem_vol):
+        D = torch.as_tensor(problem.gain)
+        no, lip = problem.n_orient, problem.lipschitz
+        X, lam = _data(problem, n=6)
+        lam = lam * torch.linspace(0.5, 2.0, 6, dtype=lam.dtype)  # spread supports
+        net = SupportStepLISTANet(problem, 3, dtype=torch.float64)
+        theta, beta = np.log(1.5), 0.4
+        with torch.no_grad():
+            net.log_steps.fill_(theta)
+            net.support_exp.fill_(beta / net.support_scale)
+            Z2 = net(X, lam, n_layers=2)
+        assert net.rejections_ == [0, 0]
+        # manual: layer 1 from z = 0 with exp(theta) / L, layer 2 scaled
+        Z1 = ista_step(D, X, torch.zeros_like(Z2), np.exp(theta) / lip, lam, no)
+        s = (Z1.reshape(-1, no, 6) != 0).any(1).sum(0).double()
+        assert len(torch.unique(s)) > 1 and s.min() > 0
+        ref = torch.log(s).mean()
+        torch.testing.assert_close(net.log_ref_support[1], ref)
+        steps = np.exp(theta) * torch.exp(beta * (ref - torch.log(s))) / lip
+        torch.testing.assert_close(net._layer_step(1, Z1), steps)
+        # smaller supports get larger steps
+        order = torch.argsort(s)
+        assert torch.all(torch.diff(steps[order]) <= 0)
+        Z2_ref = ista_step(D, X, Z1, steps, lam, no)
+        torch.testing.assert_close(Z2, Z2_ref, rtol=1e-10, atol=1e-12)
+        # steps 200x too large: rejected, monotone objective, finite
+        with torch.no_grad():
+            net.log_steps.fill_(np.log(200.0))
+            outs = net(X, lam, return_all=True)
+        assert sum(net.rejections_) > 0
+        assert net.products_per_layer(6) == 2.0 + sum(net.rejections_) / 18
+        f = [0.5 * (X * X).sum(0)] + [objective(D, X, Z, lam, no) for Z in outs]
+        f = torch.stack(f)
+        assert torch.all(f[1:] <= f[:-1] * (1 + 1e-12))
+
+
+@pytest.mark.parametrize(
+    "kind", ["lista", "alista", "step_fista", "safe_step", "support_step"]
+)
 def test_comparators_forward(kind, problem_surf_fixed, problem_vol):
     """LISTA / ALISTA / Step-FISTA: shapes, finiteness, gradients."""
     problems = [problem_surf_fixed] + ([problem_vol] if kind != "step_fista" else [])

@@ -16,6 +16,13 @@ number of layers/iterations ``T``, with ``z*`` from the certified reference
 - ``real``: time samples of the real auditory evoked responses (whitened)
   with ``lam / lam_max`` in [0.1, 0.8].
 
+Optional extra rows (``--extra``, :data:`EXTRA_KINDS`) add networks of
+:func:`mne_lista.networks.make_network` at ``T = 20`` trained with the same
+recipe and seed as the default ``fit()``, with their cost in gain products
+(``D z`` or ``D^T r``) per sample and layer on each test set (2 for
+Step-LISTA, ISTA and FISTA; more for the safeguarded networks, which redo
+the rejected steps) and the FISTA iterations matching them at equal cost.
+
 It also reports the number of FISTA iterations matching Step-LISTA at
 ``T = 20`` (log-log interpolation of FISTA's curve), the learned steps
 against ``1/L`` and the distribution of ``1/L_S`` (``L_S = ||D_S||_2^2`` on
@@ -35,13 +42,15 @@ import torch
 from mne.utils import logger, verbose
 
 from .._lasso import alpha_max, objective
-from ..networks import ALISTANet, LISTANet, StepLISTANet
+from ..networks import ALISTANet, LISTANet, StepLISTANet, make_network
 from ..simulation import simulate_data
 from ..solvers import ista, solve_lasso
 from ..training import fit_network
 
 T_LIST = (5, 10, 20, 40)
 FISTA_ITERS = (5, 10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 400, 600, 800)
+# networks that can be added as extra rows (names of make_network)
+EXTRA_KINDS = ("safe_step", "support_step", "step_fista")
 
 
 def _setup(kind):
@@ -129,6 +138,12 @@ def _net_out(net, X, lam, n_layers=None):
     return Z.to(torch.float64).numpy()
 
 
+def _products_per_layer(net, n_samples):
+    """Gain products per sample and layer of the last forward pass of net."""
+    counter = getattr(net, "products_per_layer", None)
+    return 2.0 if counter is None else float(counter(n_samples))
+
+
 def _match(curve, value):
     """FISTA iterations reaching ``value`` (log-log interpolation)."""
     ks = np.array(sorted(curve), float)
@@ -153,7 +168,15 @@ def _inv_lip_supports(problem, Z):
 
 
 @verbose
-def run(kinds=("surf", "vol"), *, quick=False, out=None, random_state=0, verbose=None):
+def run(
+    kinds=("surf", "vol"),
+    *,
+    quick=False,
+    extra=(),
+    out=None,
+    random_state=0,
+    verbose=None,
+):
     """Run the benchmark.
 
     Parameters
@@ -162,6 +185,10 @@ def run(kinds=("surf", "vol"), *, quick=False, out=None, random_state=0, verbose
         Forwards to benchmark.
     quick : bool
         Small test sets and trainings (a smoke run, not figures to quote).
+    extra : tuple of str
+        Extra networks at ``T = 20`` (names in :data:`EXTRA_KINDS`), trained
+        like the default ``fit()``; their rows give the cost in gain products
+        per layer.
     out : path-like | None
         Folder for ``step_lista.json`` and ``step_lista.png``.
     random_state : int
@@ -172,9 +199,13 @@ def run(kinds=("surf", "vol"), *, quick=False, out=None, random_state=0, verbose
     -------
     results : dict
     """
-    results = dict(quick=bool(quick), T=list(T_LIST), forwards={})
+    extra = tuple(extra)
+    for name in extra:
+        if name not in EXTRA_KINDS:
+            raise ValueError(f"extra must be in {EXTRA_KINDS}, got {name!r}")
+    results = dict(quick=bool(quick), T=list(T_LIST), extra=list(extra), forwards={})
     for kind in kinds:
-        results["forwards"][kind] = _run_one(kind, quick, random_state)
+        results["forwards"][kind] = _run_one(kind, quick, random_state, extra)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +215,7 @@ def run(kinds=("surf", "vol"), *, quick=False, out=None, random_state=0, verbose
     return results
 
 
-def _run_one(kind, quick, seed):
+def _run_one(kind, quick, seed, extra=()):
     StepLISTA, fwd, cov, evoked, kw = _setup(kind)
     is_vol = kind == "vol"
     n_test = (20 if quick else 60) if is_vol else (50 if quick else 400)
@@ -215,6 +246,14 @@ def _run_one(kind, quick, seed):
         fit_network(net, problem, random_state=seed, verbose=False, **fkw)
         train_times[f"{name}_{T}"] = time.perf_counter() - t0
         nets[(name, T)] = net
+    # extra rows: the default recipe and seed of fit(), T = 20
+    for name in extra:
+        net = make_network(name, problem, 20)
+        t0 = time.perf_counter()
+        fit_network(net, problem, random_state=seed, verbose=False, **fit_kw)
+        train_times[f"{name}_20"] = time.perf_counter() - t0
+        logger.info(f"{kind}: {name} fit {train_times[f'{name}_20']:.1f} s")
+        nets[(name, 20)] = net
 
     sets = {
         "sim": simulate_data(problem, n_test, random_state=seed + 100),
@@ -271,6 +310,16 @@ def _run_one(kind, quick, seed):
                 T: sub(_net_out(model.net, X, lam, T)) for T in T_LIST if T <= 20
             }
         r["fista_iters_matching_step_20"] = _match(r["fista_curve"], r["step"][20])
+        # cost in gain products per sample and layer; FISTA iterations of
+        # equal cost (2 products each) for T = 20 layers
+        r["products_per_layer"] = {"step": 2.0}
+        for name in extra:
+            Z = _net_out(nets[(name, 20)], X, lam)
+            r[name] = {20: sub(Z)}
+            r["products_per_layer"][name] = _products_per_layer(
+                nets[(name, 20)], X.shape[1]
+            )
+            r[f"fista_iters_matching_{name}_20"] = _match(r["fista_curve"], r[name][20])
         r["ista_20_over_step_20"] = r["ista"][20] / max(r["step"][20], 1e-300)
         r["L_over_LS"] = np.quantile(
             _inv_lip_supports(problem, Zs), [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -304,6 +353,12 @@ def _plot(results, fname):
             if name in r:
                 Ts = sorted(r[name])
                 ax.loglog(Ts, [r[name][T] for T in Ts], style, label=name)
+        for i, name in enumerate(results.get("extra", ())):
+            # at the number of ISTA/FISTA iterations of equal cost
+            cost = r["products_per_layer"][name]
+            ax.loglog(
+                [10 * cost], [r[name][20]], f"C{5 + i}*", ms=9, label=f"{name} T=20"
+            )
         ax.set(
             xlabel="layers / iterations T",
             ylabel="(F - F*) / F(0)",
@@ -337,7 +392,8 @@ def _table(results):
         head = f"{'set':9s} {'method':15s} " + " ".join(f"T={T:<8d}" for T in T_LIST)
         for set_name, r in res["sets"].items():
             lines.append(head)
-            for name in ("ista", "fista", "step", "step_truncated", "lista", "alista"):
+            names = ("ista", "fista", "step", "step_truncated", "lista", "alista")
+            for name in names + tuple(results.get("extra", ())):
                 if name in r:
                     vals = " ".join(
                         f"{r[name][T]:<10.3e}" if T in r[name] else f"{'-':10s}"
@@ -349,6 +405,16 @@ def _table(results):
                 f"{r['fista_iters_matching_step_20']:.0f}; L/L_S quantiles "
                 "(5,25,50,75,95%): " + " ".join(f"{v:.3g}" for v in r["L_over_LS"])
             )
+            for name in results.get("extra", ()):
+                cost = r["products_per_layer"][name]
+                lines.append(
+                    f"{set_name:9s} {name} T=20: FISTA iterations matching "
+                    f"{r[f'fista_iters_matching_{name}_20']:.0f} at {cost:.3f} gain "
+                    f"products per layer (equal cost: {10 * cost:.1f} FISTA "
+                    f"iterations; Step-LISTA: 20 for "
+                    f"{r['fista_iters_matching_step_20']:.0f}); trained in "
+                    f"{res['train_times'][f'{name}_20']:.1f} s"
+                )
     return "\n".join(lines)
 
 
@@ -360,11 +426,22 @@ def main(argv=None):
     parser.add_argument(
         "--kinds", nargs="+", default=["surf", "vol"], choices=["surf", "vol"]
     )
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        choices=list(EXTRA_KINDS),
+        help="extra networks at T=20 (default recipe), with their cost",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     results = run(
-        tuple(args.kinds), quick=args.quick, out=args.out, random_state=args.seed
+        tuple(args.kinds),
+        quick=args.quick,
+        extra=tuple(args.extra),
+        out=args.out,
+        random_state=args.seed,
     )
     # JSON keys are strings: print from the in-memory results
     print(_table(results))
