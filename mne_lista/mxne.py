@@ -28,6 +28,7 @@ from mne.utils import (
 )
 
 from . import _compat, _l21
+from ._apply import epochs_batch_size
 from ._docs import fill_doc
 from ._lasso import _as_lam
 from ._problem import _pick_data
@@ -696,7 +697,8 @@ class StepMxNE(_UnrolledInverse):
         epochs,
         alpha,
         *,
-        batch_size=16,
+        batch_size=None,
+        max_memory=None,
         return_generator=False,
         debias=True,
         pick_ori=None,
@@ -712,8 +714,14 @@ class StepMxNE(_UnrolledInverse):
             The data.
         alpha : float
             Regularization in [0, 100), in %% of each epoch's alpha_max.
-        batch_size : int
-            Number of epochs pushed through the network together.
+        batch_size : int | None
+            Number of epochs solved together. By default, as many as fit in
+            ``max_memory`` (batches amortize the per-call overhead of the
+            solvers: 19 vs 25 ms per epoch for 64 vs 16 epochs on the 7 mm
+            volume with ``time_pca=5`` and ``tol``).
+        max_memory : float | None
+            Approximate memory budget of one batch in bytes (default 512
+            MiB); ignored when ``batch_size`` is given.
         return_generator : bool
             Return a generator of estimates instead of a list.
         debias, pick_ori, tol, time_pca :
@@ -729,9 +737,13 @@ class StepMxNE(_UnrolledInverse):
         """
         _validate_type(epochs, BaseEpochs, "epochs")
         alpha = self._check_args(alpha, pick_ori, time_pca, tol)
-        _validate_type(batch_size, "int", "batch_size")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is None:  # columns that fit / columns per epoch
+            n_comp = min(self.problem.n_channels, len(epochs.times))
+            if time_pca is not True:
+                n_comp = min(n_comp, int(time_pca))
+            columns = epochs_batch_size(self.problem, max_memory=max_memory)
+            batch_size = max(1, columns // n_comp)
+        batch_size = epochs_batch_size(self.problem, batch_size=batch_size)
         # channel checks (missing, bad, EEG reference) on the epochs' info
         info_only = EvokedArray(np.zeros((len(epochs.ch_names), 1)), epochs.info)
         _pick_data(info_only, self.problem.ch_names)

@@ -371,6 +371,20 @@ def test_apply_epochs_matches_apply(mxne_model, evoked_cov):
         np.testing.assert_allclose(
             cert["alpha_max"][k], mxne_model.certificate_["alpha_max"][0]
         )
+    # certified, batches sized by memory (default: all 3 epochs; 1 byte: one
+    # epoch per batch): the same solutions, certified
+    for max_memory in (None, 1):
+        stcs_tol = mxne_model.apply_epochs(
+            epochs, 40, tol=1e-8, max_memory=max_memory, **kw
+        )
+        assert np.all(mxne_model.certificate_["rel_gap"] <= 1e-8)
+        assert mxne_model.certificate_["n_resolved"] == 3
+        if max_memory is None:
+            ref = stcs_tol
+        for stc, stc_ref in zip(stcs_tol, ref):
+            np.testing.assert_array_equal(stc.vertices[0], stc_ref.vertices[0])
+            atol = 1e-4 * np.abs(stc_ref.data).max()
+            np.testing.assert_allclose(stc.data, stc_ref.data, rtol=1e-3, atol=atol)
 
 
 def test_outputs_and_truncated_time_pca(mxne_model, evoked_cov):
