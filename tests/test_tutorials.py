@@ -16,6 +16,7 @@ MIN_FIGURES = {
     "plot_01_step_lista_sample.py": 5,
     "plot_02_single_trials.py": 2,
     "plot_03_what_the_network_learns.py": 2,
+    "plot_04_mixed_norm_twin.py": 1,
 }
 
 
