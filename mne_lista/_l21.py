@@ -378,7 +378,10 @@ def solve_mxne(
     tol : float
         Relative duality gap to reach.
     Z0 : Tensor, shape (m, W, K) | None
-        Warm start (e.g. the output of a network).
+        Warm start (e.g. the output of a network); only its strongest
+        ``max(ws_size, n / n_orient)`` positions per window are kept (a
+        dense start, as a few iterations of ISTA give, would make working
+        sets of thousands of positions).
     priority : Tensor, shape (P, W) | None
         Scores ranking the positions for the first working set (e.g. the
         group norms of a network's output); by default the optimality
@@ -408,6 +411,8 @@ def solve_mxne(
     lam = _as_lam(lam, n_win, M)
     f0 = 0.5 * _sq_norms(M)
     Z = _init(D, M, Z0)
+    if Z0 is not None:  # a dense start would make huge working sets
+        Z = _keep_strongest(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
     if lipschitz_positions is None:
         lipschitz_positions = position_lipschitz(D, n_orient)
     lip_pos = lipschitz_positions.to(M)
@@ -481,6 +486,17 @@ def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip,
     out = Z.new_zeros((n_win, m, n_comp))
     out.scatter_(1, gather, Z_A * vrows[..., None])
     return out.permute(1, 0, 2)
+
+
+def _keep_strongest(Z, n_orient, n_keep):
+    """Zero all but the ``n_keep`` strongest positions of each window of Z."""
+    sq = group_sq_norms(Z, n_orient)  # (P, W)
+    if n_keep >= sq.shape[0] or not bool(((sq > 0).sum(0) > n_keep).any()):
+        return Z
+    top = torch.topk(sq, n_keep, dim=0).indices
+    keep = torch.zeros_like(sq, dtype=torch.bool).scatter_(0, top, True)
+    keep = keep.repeat_interleave(n_orient, 0)[..., None]  # (m, W, 1)
+    return Z * keep
 
 
 def position_lipschitz(D, n_orient):

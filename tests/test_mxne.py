@@ -178,6 +178,13 @@ def test_solve_mxne_exact(kind, request):
     Z2, rel2, _ = _l21.solve_mxne(
         D, M, lam, n_orient, tol=tol, priority=_l21.group_sq_norms(Z_ista, n_orient)
     )
+    # a dense warm start is cut to its strongest positions first
+    sq = _l21.group_sq_norms(Z_ista, n_orient)
+    assert torch.all((sq > 0).sum(0) > 20)
+    sq_cut = _l21.group_sq_norms(_l21._keep_strongest(Z_ista, n_orient, 20), n_orient)
+    assert torch.all((sq_cut > 0).sum(0) == 20)
+    kept = torch.topk(sq, 20, dim=0).indices
+    torch.testing.assert_close(torch.gather(sq_cut, 0, kept), torch.gather(sq, 0, kept))
     Z3, rel3, _ = _l21.solve_mxne(D, M, lam, n_orient, tol=tol, Z0=Z_ista)
     for Zb, relb in ((Z2, rel2), (Z3, rel3)):
         assert torch.all(relb <= tol)
