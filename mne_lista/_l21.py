@@ -289,7 +289,48 @@ def _anderson(iterates):
     return (c[:, :, None] * X[:, 1:]).sum(1).reshape(iterates[-1].shape)
 
 
+_USE_NUMBA = True  # the compiled kernel on CPU when numba is installed
+_KERNEL = []
+
+
+def _numba_kernel():
+    """:func:`mne_lista._bcd_kernel.bcd_window`, or None without numba."""
+    if not _KERNEL:
+        try:
+            from ._bcd_kernel import bcd_window
+        except ImportError:
+            bcd_window = None
+        _KERNEL.append(bcd_window)
+    return _KERNEL[0]
+
+
 def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
+    """Restricted problems by block coordinate descent (compiled when possible)."""
+    kernel = _numba_kernel() if _USE_NUMBA and Z.device.type == "cpu" else None
+    if kernel is None:
+        return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
+    H, b, lam, lips, m2, tol = (
+        np.ascontiguousarray(v.double().numpy()) for v in (H, b, lam, lips, m2, tol)
+    )
+    out = np.ascontiguousarray(Z.double().numpy()).copy()
+    for w in range(out.shape[0]):
+        kernel(
+            H[w],
+            b[w],
+            out[w],
+            lam[w],
+            lips[w],
+            n_orient,
+            m2[w],
+            tol[w],
+            max_passes,
+            _CHECK_EVERY,
+            _N_ANDERSON,
+        )
+    return torch.from_numpy(out).to(Z.dtype)
+
+
+def _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
     """Block coordinate descent on restricted problems, batched over windows.
 
     As MNE's ``_bcd`` (one prox-gradient step per position with its own

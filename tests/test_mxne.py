@@ -195,6 +195,27 @@ def test_solve_mxne_exact(kind, request):
     assert n0 == 0 and not Z0.any() and torch.all(rel0 <= tol)
 
 
+def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
+    """The numba BCD kernel and the torch BCD reach the same certified optimum."""
+    pytest.importorskip("numba")
+    from mne_lista.mxne import simulate_windows
+
+    assert _l21._numba_kernel() is not None
+    sim = simulate_windows(problem_vol, 3, n_times=30, random_state=11)
+    M, _ = _l21.time_pca(torch.tensor(sim["M"]), 5)
+    D = problem_vol.gain_tensor("cpu", torch.float64)
+    lam = 0.3 * _l21.alpha_max(D, M, 3)
+    tol = 1e-8
+    out = {}
+    for use_numba in (True, False):
+        monkeypatch.setattr(_l21, "_USE_NUMBA", use_numba)
+        Z, rel, _ = _l21.solve_mxne(D, M, lam, 3, tol=tol)
+        assert torch.all(rel <= tol)
+        out[use_numba] = _l21.objective(D, M, Z, lam, 3)
+    f0 = 0.5 * _l21._sq_norms(M)
+    assert torch.all((out[True] - out[False]).abs() <= tol * f0)
+
+
 # ---------------------------------------------------------------------------
 # StepMxNE on the real 7 mm volume forward
 

@@ -1,0 +1,95 @@
+"""Compiled block coordinate descent for the restricted L21 problems (numba).
+
+The CPU kernel behind :func:`mne_lista._l21._bcd`: the same iteration (one
+prox-gradient step per position with its own Lipschitz constant, Anderson
+extrapolation every ``n_aa`` passes kept when it lowers the objective, stop
+on the restricted duality gap), for one window, in compiled loops. The torch
+version costs ~35 microseconds of dispatch per position and pass on small
+working sets; this one runs the same passes 8x faster (50 positions).
+Imported lazily: without numba, the torch version is used.
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def obj_gap(H, b, Z, lam, n_orient, m2):
+    """Objective and duality gap of a restricted problem from its Gram."""
+    HZ = H @ Z
+    k, K = Z.shape
+    bz = np.sum(b * Z)
+    zhz = np.sum(Z * HZ)
+    nR2 = m2 - 2.0 * bz + zhz
+    pen = 0.0
+    dnorm = 0.0
+    for j in range(k // n_orient):
+        sz = 0.0
+        sg = 0.0
+        for r in range(j * n_orient, (j + 1) * n_orient):
+            for c in range(K):
+                sz += Z[r, c] ** 2
+                sg += (HZ[r, c] - b[r, c]) ** 2
+        pen += np.sqrt(sz)
+        dnorm = max(dnorm, sg)
+    dnorm = np.sqrt(dnorm)
+    p_obj = 0.5 * nR2 + lam * pen
+    scale = 1.0 / max(dnorm / max(lam, 1e-300), 1.0)
+    d_obj = (scale - 0.5 * scale * scale) * nR2 + scale * (bz - zhz)
+    return p_obj, p_obj - d_obj
+
+
+@numba.njit(cache=True)
+def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n_aa):
+    """BCD on ``1/2 z'Hz - b'z + lam L21(z)`` of one window, Z in place.
+
+    Returns the number of passes.
+    """
+    k, K = b.shape
+    iterates = np.empty((n_aa + 1, k, K))
+    n_it = 0
+    U = np.empty((n_orient, K))
+    it = 0
+    for it in range(max_passes):
+        for j in range(k // n_orient):
+            lip = lips[j]
+            if lip <= 0.0:  # padding
+                continue
+            r0 = j * n_orient
+            norm = 0.0
+            for r in range(n_orient):
+                for c in range(K):
+                    grad = -b[r0 + r, c]
+                    for q in range(k):
+                        grad += H[r0 + r, q] * Z[q, c]
+                    u = Z[r0 + r, c] - grad / lip
+                    U[r, c] = u
+                    norm += u * u
+            norm = np.sqrt(norm)
+            shrink = max(0.0, 1.0 - lam / (lip * norm)) if norm > 0.0 else 0.0
+            for r in range(n_orient):
+                for c in range(K):
+                    Z[r0 + r, c] = U[r, c] * shrink
+        iterates[n_it] = Z
+        n_it += 1
+        if n_it == n_aa + 1:  # Anderson extrapolation
+            n_it = 0
+            dZ = np.empty((n_aa, k * K))
+            for i in range(n_aa):
+                dZ[i] = (iterates[i + 1] - iterates[i]).ravel()
+            C = dZ @ dZ.T
+            reg = 1e-10 * np.trace(C) / n_aa + 1e-300
+            for i in range(n_aa):
+                C[i, i] += reg
+            coef = np.linalg.solve(C, np.ones(n_aa))
+            coef /= np.sum(coef)
+            Z_aa = np.zeros((k, K))
+            for i in range(n_aa):
+                Z_aa += coef[i] * iterates[i + 1]
+            f_aa = obj_gap(H, b, Z_aa, lam, n_orient, m2)[0]
+            if np.isfinite(f_aa) and f_aa < obj_gap(H, b, Z, lam, n_orient, m2)[0]:
+                Z[:] = Z_aa
+        if (it + 1) % check_every == 0 or it == max_passes - 1:
+            if obj_gap(H, b, Z, lam, n_orient, m2)[1] <= tol:
+                break
+    return it + 1
