@@ -306,16 +306,8 @@ class SupportStepLISTANet(SafeStepLISTANet):
     :class:`SafeStepLISTANet`, where it raises the objective (the ISTA step
     is taken instead): the spread of ``L_S`` among supports of the same
     size makes an unguarded network diverge on a few samples in training.
-    Untrained (``theta = beta = 0``), it is ISTA.
-
-    Parameters
-    ----------
-    problem : LassoProblem
-        The Lasso problem (its gain is stored as a buffer).
-    n_layers : int
-        Number of layers.
-    dtype : torch.dtype
-        Precision of the gain buffer and of the computations.
+    Untrained (``theta = beta = 0``), it is ISTA. Parameters are those of
+    :class:`StepLISTANet`.
 
     Attributes
     ----------
