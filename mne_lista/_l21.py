@@ -450,6 +450,11 @@ def solve_mxne(
     M = _check_windows(M, "M", D.shape[0])
     n_win = M.shape[1]
     lam = _as_lam(lam, n_win, M)
+    if not bool(torch.all(lam > 0)):
+        raise ValueError(
+            "lam must be positive: with lam = 0 the problem is least squares "
+            "with more sources than channels, no sparse solution to certify"
+        )
     f0 = 0.5 * _sq_norms(M)
     Z = _init(D, M, Z0)
     if Z0 is not None:  # a dense start would make huge working sets

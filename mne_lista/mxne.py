@@ -610,6 +610,8 @@ class StepMxNE(_UnrolledInverse):
             self._check_lam_range(alpha)
         elif not (np.isscalar(tol) and 0 < tol < 1):
             raise ValueError(f"tol must be None or a float in (0, 1), got {tol!r}")
+        elif alpha == 0:
+            raise ValueError("alpha=0 with tol: no sparse solution to certify")
         return alpha
 
     # --- applying to MNE data ---------------------------------------------------

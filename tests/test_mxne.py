@@ -470,6 +470,11 @@ def test_save_read_and_errors(mxne_model, evoked_cov, fwd_vol, tmp_path):
         model.apply(evoked, 100)
     with pytest.raises(ValueError, match="tol must be"):
         mxne_model.apply(evoked, 40, tol=0.0)
+    with pytest.raises(ValueError, match="alpha=0 with tol"):
+        mxne_model.apply(evoked, 0, tol=1e-4)
+    with pytest.raises(ValueError, match="lam must be positive"):
+        D = mxne_model.problem.gain_tensor("cpu", torch.float64)
+        _l21.solve_mxne(D, torch.ones(D.shape[0], 1, 2, dtype=D.dtype), 0.0, 3)
     with pytest.raises(ValueError, match="time_pca=False"):
         model.apply(evoked, 40, time_pca=False)
     with pytest.raises(TypeError, match="time_pca"):
