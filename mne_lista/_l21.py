@@ -450,12 +450,12 @@ def solve_mxne(
     M = _check_windows(M, "M", D.shape[0])
     n_win = M.shape[1]
     lam = _as_lam(lam, n_win, M)
-    if not bool(torch.all(lam > 0)):
+    f0 = 0.5 * _sq_norms(M)
+    if bool(torch.any((lam <= 0) & (f0 > 0))):  # (zero windows: zero solution)
         raise ValueError(
             "lam must be positive: with lam = 0 the problem is least squares "
             "with more sources than channels, no sparse solution to certify"
         )
-    f0 = 0.5 * _sq_norms(M)
     Z = _init(D, M, Z0)
     if Z0 is not None:  # a dense start would make huge working sets
         Z = _keep_strongest(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
@@ -482,7 +482,8 @@ def solve_mxne(
         lam_t = lam[todo]
         nR2 = _sq_norms(R)
         p_obj = 0.5 * nR2 + lam_t * penalty(Z_t, n_orient)
-        scale = 1.0 / torch.clamp(norms.amax(0) / lam_t, min=1.0)
+        tiny = torch.finfo(M.dtype).tiny
+        scale = 1.0 / torch.clamp(norms.amax(0) / lam_t.clamp_min(tiny), min=1.0)
         d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GZ).sum((0, 2))
         gap = p_obj - d_obj
         rel_gap[todo] = gap / f0[todo].clamp_min(torch.finfo(M.dtype).tiny)

@@ -193,6 +193,11 @@ def test_solve_mxne_exact(kind, request):
     # above alpha_max: zero, certified at once
     Z0, rel0, n0 = _l21.solve_mxne(D, M, 1.01 * a_max, n_orient, tol=tol)
     assert n0 == 0 and not Z0.any() and torch.all(rel0 <= tol)
+    # a zero window (alpha_max = lam = 0) next to others: zero, certified
+    M_z = torch.cat([torch.zeros_like(M[:, :1]), M[:, :1]], dim=1)
+    lam_z = 0.3 * _l21.alpha_max(D, M_z, n_orient)
+    Z_z, rel_z, _ = _l21.solve_mxne(D, M_z, lam_z, n_orient, tol=tol)
+    assert not Z_z[:, 0].any() and torch.all(rel_z <= tol)
 
 
 def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
