@@ -463,6 +463,7 @@ def solve_mxne(
         lipschitz_positions = position_lipschitz(D, n_orient)
     lip_pos = lipschitz_positions.to(M)
     GtM = gain_t_M
+    tiny = torch.finfo(M.dtype).tiny
     rel_gap = torch.full((n_win,), float("inf"), dtype=M.dtype, device=M.device)
     todo = torch.arange(n_win, device=M.device)
     n_rounds = 0
@@ -482,11 +483,10 @@ def solve_mxne(
         lam_t = lam[todo]
         nR2 = _sq_norms(R)
         p_obj = 0.5 * nR2 + lam_t * penalty(Z_t, n_orient)
-        tiny = torch.finfo(M.dtype).tiny
         scale = 1.0 / torch.clamp(norms.amax(0) / lam_t.clamp_min(tiny), min=1.0)
         d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GZ).sum((0, 2))
         gap = p_obj - d_obj
-        rel_gap[todo] = gap / f0[todo].clamp_min(torch.finfo(M.dtype).tiny)
+        rel_gap[todo] = gap / f0[todo].clamp_min(tiny)
         keep = ~(rel_gap[todo] <= tol)
         if not bool(keep.any()) or n_rounds == max_rounds:
             break
