@@ -23,6 +23,11 @@ objective, nor the duality gap, nor ``alpha_max``.
 
 ``lam`` is a scalar or one value per window, shape ``(W,)``. Every function
 works on any device, in float32 or float64.
+
+Solvers: :func:`ista` and :func:`fista` (what the networks unroll), and
+:func:`solve_mxne`, the exact working-set solver certified by the duality
+gap (its block coordinate descent runs in a numba kernel on CPU,
+:mod:`mne_lista._bcd_kernel`).
 """
 
 import numpy as np
