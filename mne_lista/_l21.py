@@ -27,7 +27,7 @@ works on any device, in float32 or float64.
 Solvers: :func:`ista` and :func:`fista` (what the networks unroll), and
 :func:`solve_mxne`, the exact working-set solver certified by the duality
 gap (its block coordinate descent runs in a numba kernel on CPU,
-:mod:`mne_lista._bcd_kernel`).
+:mod:`mne_lista._kernels`).
 """
 
 import numpy as np
@@ -298,15 +298,15 @@ _USE_NUMBA = True  # the compiled kernel on CPU when numba is installed
 _KERNEL = []
 
 
-def _numba_kernel():
-    """:func:`mne_lista._bcd_kernel.bcd_window`, or None without numba."""
+def _numba_kernel(name="bcd_window"):
+    """A kernel of :mod:`mne_lista._kernels`, or None without numba."""
     if not _KERNEL:
         try:
-            from ._bcd_kernel import bcd_window
+            from . import _kernels
         except ImportError:
-            bcd_window = None
-        _KERNEL.append(bcd_window)
-    return _KERNEL[0]
+            _kernels = None
+        _KERNEL.append(_kernels)
+    return None if _KERNEL[0] is None else getattr(_KERNEL[0], name)
 
 
 def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
