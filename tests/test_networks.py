@@ -7,6 +7,7 @@ import torch
 from mne_lista import fista, ista
 from mne_lista._lasso import alpha_max, ista_step, objective
 from mne_lista.networks import (
+    BacktrackStepLISTANet,
     LISTANet,
     SafeStepLISTANet,
     StepFISTANet,
@@ -58,6 +59,12 @@ def test_untrained_step_lista_is_ista(which, problem_surf_fixed, problem_vol):
         Z = net(X, lam)
     torch.testing.assert_close(Z, ista(problem, X, lam, 7), rtol=0, atol=1e-12)
     assert torch.isfinite(net.log_ref_support).all()
+    # the backtracking variant: retry step sqrt(a / L) = 1 / L too
+    net = BacktrackStepLISTANet(problem, 7, dtype=torch.float64)
+    with torch.no_grad():
+        Z = net(X, lam)
+    torch.testing.assert_close(Z, ista(problem, X, lam, 7), rtol=0, atol=1e-12)
+    assert net.products_per_layer(6) == 2.0
     # untrained coupled LISTA is ISTA too (W = D / L, thresholds 1 / L)
     if which == "surf":
         net = LISTANet(problem, 4, dtype=torch.float64)
@@ -175,8 +182,54 @@ def test_support_step_lista(problem_surf_fixed, problem_vol):
         assert torch.all(f[1:] <= f[:-1] * (1 + 1e-12))
 
 
+def test_backtrack_step_lista(problem_surf_fixed, problem_vol):
+    """Without gradients, rejected learned steps retry sqrt(a / L) before the
+    ISTA step (checked against a manual layer); with gradients, the network
+    is SupportStepLISTANet; the objective decreases at every layer."""
+    for problem in (problem_surf_fixed, problem_vol):
+        D = torch.as_tensor(problem.gain)
+        no, lip = problem.n_orient, problem.lipschitz
+        X, lam = _data(problem, n=6)
+        lam = lam * torch.linspace(0.5, 2.0, 6, dtype=lam.dtype)
+        f0 = 0.5 * (X * X).sum(0)
+        a = (8.0 if no == 1 else 25.0) / lip  # some retries rejected, not all
+        net = BacktrackStepLISTANet(problem, 4, dtype=torch.float64)
+        with torch.no_grad():
+            net.log_steps.fill_(np.log(a * lip))
+            Z1 = net(X, lam, n_layers=1)
+        # manual first layer (z = 0, the step is exp(theta) / L)
+        Z0 = torch.zeros_like(Z1)
+        Za, Zb, Zc = (
+            ista_step(D, X, Z0, s, lam, no) for s in (a, (a / lip) ** 0.5, 1 / lip)
+        )
+        fa, fb = objective(D, X, Za, lam, no), objective(D, X, Zb, lam, no)
+        rej, rej2 = fa > f0, (fa > f0) & (fb > f0)
+        assert bool(rej2.any()) and bool((rej & ~rej2).any())  # all three paths
+        ref = torch.where(rej, torch.where(rej2, Zc, Zb), Za)
+        torch.testing.assert_close(Z1, ref, rtol=1e-10, atol=1e-12)
+        assert net.retries_ == [int(rej.sum())]
+        assert net.rejections_ == [int(rej2.sum())]
+        assert net.products_per_layer(6) == 2.0 + int(rej.sum() + rej2.sum()) / 6
+        # with gradients: the single fallback of SupportStepLISTANet
+        sup = SupportStepLISTANet(problem, 4, dtype=torch.float64)
+        sup.load_state_dict(net.state_dict())
+        Zg = net(X, lam)
+        torch.testing.assert_close(Zg, sup(X, lam), rtol=1e-10, atol=1e-12)
+        assert net.retries_ == [0] * 4 and net.rejections_ == sup.rejections_
+        # the accepted retries made a difference at the first layer
+        assert not torch.allclose(net(X, lam, n_layers=1).detach(), Z1)
+        # huge steps: monotone and finite without gradients
+        with torch.no_grad():
+            net.log_steps.fill_(np.log(200.0))
+            outs = net(X, lam, return_all=True)
+        assert sum(net.rejections_) > 0
+        f = torch.stack([f0] + [objective(D, X, Z, lam, no) for Z in outs])
+        assert torch.all(f[1:] <= f[:-1] * (1 + 1e-12))
+
+
 @pytest.mark.parametrize(
-    "kind", ["lista", "alista", "step_fista", "safe_step", "support_step"]
+    "kind",
+    ["lista", "alista", "step_fista", "safe_step", "support_step", "backtrack_step"],
 )
 def test_comparators_forward(kind, problem_surf_fixed, problem_vol):
     """LISTA / ALISTA / Step-FISTA: shapes, finiteness, gradients."""

@@ -50,7 +50,7 @@ from ..training import fit_network
 T_LIST = (5, 10, 20, 40)
 FISTA_ITERS = (5, 10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 400, 600, 800)
 # networks that can be added as extra rows (names of make_network)
-EXTRA_KINDS = ("safe_step", "support_step", "step_fista")
+EXTRA_KINDS = ("safe_step", "support_step", "backtrack_step", "step_fista")
 
 
 def _setup(kind):
