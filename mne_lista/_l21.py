@@ -162,10 +162,16 @@ def duality_gap(D, M, Z, lam, n_orient):
     lam = _as_lam(lam, M.shape[1], M)
     GZ = gain_times(D, Z)
     R = M - GZ
+    dnorm = dual_norm(gain_t_times(D, R), n_orient)
+    return _gap_from_residual(R, GZ, Z, lam, dnorm, n_orient)
+
+
+def _gap_from_residual(R, GZ, Z, lam, dnorm, n_orient):
+    """(gap, p_obj, d_obj) from ``R = M - D Z``, ``GZ = D Z`` and the dual
+    norm ``||D^T R||_{2,inf}`` of each window (see :func:`duality_gap`)."""
     nR2 = _sq_norms(R)
     p_obj = 0.5 * nR2 + lam * penalty(Z, n_orient)
-    dnorm = dual_norm(gain_t_times(D, R), n_orient)
-    tiny = torch.finfo(M.dtype).tiny
+    tiny = torch.finfo(R.dtype).tiny
     scale = 1.0 / torch.clamp(dnorm / lam.clamp_min(tiny), min=1.0)
     # 1/2||M||^2 - 1/2||M - s R||^2 with M = R + GZ, as in MNE's dgap_l21
     d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GZ).sum((0, 2))
@@ -485,12 +491,7 @@ def solve_mxne(
             if n_rounds == 0 and Z0 is None:
                 GtM = GtR
         norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, W)
-        lam_t = lam[todo]
-        nR2 = _sq_norms(R)
-        p_obj = 0.5 * nR2 + lam_t * penalty(Z_t, n_orient)
-        scale = 1.0 / torch.clamp(norms.amax(0) / lam_t.clamp_min(tiny), min=1.0)
-        d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GZ).sum((0, 2))
-        gap = p_obj - d_obj
+        gap = _gap_from_residual(R, GZ, Z_t, lam[todo], norms.amax(0), n_orient)[0]
         rel_gap[todo] = gap / f0[todo].clamp_min(tiny)
         keep = ~(rel_gap[todo] <= tol)
         if not bool(keep.any()) or n_rounds == max_rounds:

@@ -242,19 +242,21 @@ class SafeStepLISTANet(StepLISTANet):
     """
 
     rejections_ = ()
+    retries_ = ()  # smaller steps tried before 1/L (see _backtrack)
 
     def forward(self, X, lam, n_layers=None, *, return_all=False):
-        self.rejections_ = []
+        self.rejections_, self.retries_ = [], []
         return super().forward(X, lam, n_layers, return_all=return_all)
 
     def products_per_layer(self, n_samples):
         """Gain products per sample and layer of the last forward pass.
 
-        Two (``D^T r`` and ``D z``) plus one per rejected sample.
+        Two (``D^T r`` and ``D z``) plus one per retried or rejected sample.
         """
         if not self.rejections_:
             return 2.0
-        return 2.0 + sum(self.rejections_) / (len(self.rejections_) * n_samples)
+        n_extra = sum(self.retries_) + sum(self.rejections_)
+        return 2.0 + n_extra / (len(self.rejections_) * n_samples)
 
     def _layer_step(self, t, Z):
         """The learned step of layer ``t`` (a scalar here) for the iterate Z."""
@@ -427,20 +429,6 @@ class BacktrackStepLISTANet(SupportStepLISTANet):
     ``sqrt(a / L)``, 67 (seed 0) with ``a / 4``, 57 (seed 0) with a retry
     step learned per layer; the training adapts its steps to the safeguard.
     """
-
-    def forward(self, X, lam, n_layers=None, *, return_all=False):
-        self.retries_ = []
-        return super().forward(X, lam, n_layers, return_all=return_all)
-
-    def products_per_layer(self, n_samples):
-        """Gain products per sample and layer of the last forward pass.
-
-        Two (``D^T r`` and ``D z``) plus one per retry and per fallback.
-        """
-        if not self.rejections_:
-            return 2.0
-        n_extra = sum(self.retries_) + sum(self.rejections_)
-        return 2.0 + n_extra / (len(self.rejections_) * n_samples)
 
     def _backtrack(self, X, Z, grad, lam, step, F, new, idx):
         backtrack = len(idx) > 0 and not torch.is_grad_enabled()
