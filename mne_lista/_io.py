@@ -3,6 +3,8 @@
 A model file is a NumPy ``.npz`` archive read with ``allow_pickle=False``:
 
 - ``steps``: the learned step sizes (float64, one per layer);
+- ``net.<name>``: the other learned arrays of the network, by their names in
+  its ``state_dict`` (e.g. ``net.momentum``; float64), if any;
 - ``fingerprint``: the whitened, weighted gain applied to fixed
   pseudo-random probe vectors (``n x 8``), which identifies the problem the
   steps were learned for (forward, noise covariance, channels, SSP, loose,
@@ -105,6 +107,8 @@ def write_step_lista(fname, model, *, overwrite=False):
         fingerprint=gain_fingerprint(problem.gain),
         metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
     )
+    for name, value in _extra_state(net).items():
+        arrays[f"net.{name}"] = value.detach().cpu().double().numpy()
     # write through a file object so that numpy does not append ".npz"
     with open(fname, "wb") as fid:
         np.savez(fid, **arrays)
@@ -112,8 +116,45 @@ def write_step_lista(fname, model, *, overwrite=False):
     return fname
 
 
+def _extra_state(net):
+    """The learned arrays of a network besides its steps (and the gain)."""
+    return {k: v for k, v in net.state_dict().items() if k not in ("D", "log_steps")}
+
+
+def load_extra_state(net, extra, fname):
+    """Copy the saved extra arrays (see :func:`_read_arrays`) into ``net``.
+
+    Learned parameters must be finite; buffers may hold NaN (a reference not
+    yet set, as in an untrained network).
+    """
+    import torch
+
+    expected = _extra_state(net)
+    if set(extra) != set(expected):
+        raise ValueError(
+            f"{fname}: a {type(net).__name__} needs the arrays "
+            f"{sorted(expected)}, the file holds {sorted(extra)}"
+        )
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, ref in expected.items():
+            value = torch.as_tensor(np.asarray(extra[name], dtype=np.float64))
+            bad = value.shape != ref.shape
+            bad = bad or (name in params and not bool(torch.isfinite(value).all()))
+            if bad:
+                raise ValueError(
+                    f"{fname}: array {name!r} of shape {tuple(value.shape)} "
+                    f"(expected {tuple(ref.shape)}, finite)"
+                )
+            ref.copy_(value)
+
+
 def _read_arrays(fname):
-    """Read and validate the arrays and metadata of a model file."""
+    """Read and validate the arrays and metadata of a model file.
+
+    Returns the steps, the fingerprint, the metadata and the other learned
+    arrays of the network (``{name: array}`` from the ``net.<name>`` entries).
+    """
     fname = Path(os.fspath(fname))
     if not fname.is_file():
         raise FileNotFoundError(f"model file not found: {fname}")
@@ -155,7 +196,10 @@ def _read_arrays(fname):
     fp = np.asarray(arrays["fingerprint"], dtype=np.float64)
     if fp.shape != (meta["gain_shape"][0], meta.get("n_probes", _N_PROBES)):
         raise ValueError(f"{foreign}: fingerprint of shape {fp.shape}")
-    return steps, fp, meta
+    extra = {k[4:]: v for k, v in arrays.items() if k.startswith("net.")}
+    if "momentum" in arrays:  # StepFISTAMxNENet files before net.<name>
+        extra.setdefault("momentum", arrays["momentum"])
+    return steps, fp, meta, extra
 
 
 def check_model_problem(problem, fp, meta, what="the model"):
@@ -223,12 +267,13 @@ def read_step_lista(fname, forward, noise_cov, info, *, device="cpu", verbose=No
     import torch
 
     from .inverse import StepLISTA
-    from .networks import StepLISTANet
 
-    steps, fp, meta = _read_arrays(fname)
-    if meta.get("network", "StepLISTANet") != "StepLISTANet":
+    steps, fp, meta, extra = _read_arrays(fname)
+    network = meta.get("network", "StepLISTANet")
+    if network not in ("StepLISTANet", "BacktrackStepLISTANet"):
         raise ValueError(
-            f"{fname} holds a {meta['network']} network, not a StepLISTANet"
+            f"{fname} holds a {network} network, not a StepLISTANet or "
+            "BacktrackStepLISTANet"
         )
     model = StepLISTA(
         forward,
@@ -239,15 +284,16 @@ def read_step_lista(fname, forward, noise_cov, info, *, device="cpu", verbose=No
         depth=meta.get("depth", 0.8),
         rank=meta.get("rank"),
         device=device,
+        adaptive=network == "BacktrackStepLISTANet",
     )
     check_model_problem(model.problem, fp, meta, what=f"the model in {fname}")
     dtype = getattr(torch, str(meta["dtype"]), None)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{fname}: unsupported network dtype {meta['dtype']!r}")
     if next(model.net.buffers()).dtype != dtype:
-        model.net = StepLISTANet(model.problem, model.n_layers, dtype=dtype)
-        model.net.to(model.device)
+        model.net = model._make_net(dtype).to(model.device)
     model.net.set_steps(steps)
+    load_extra_state(model.net, extra, fname)
     if meta.get("lam_range") is not None:
         model.lam_range = tuple(float(v) for v in meta["lam_range"])
     logger.info(

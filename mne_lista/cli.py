@@ -234,6 +234,7 @@ def _cmd_fit(args):
             loose=args.loose,
             depth=args.depth,
             device=args.device,
+            adaptive=args.adaptive,
             verbose=False,
         )
     except (ValueError, TypeError, RuntimeError) as exc:
@@ -502,6 +503,11 @@ def build_parser():
         type=_parse_depth,
         default=0.8,
         help="depth weighting exponent or 'none' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="per-sample steps with backtracking (StepLISTA(adaptive=True))",
     )
     p.add_argument(
         "--condition",

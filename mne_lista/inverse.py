@@ -76,14 +76,33 @@ class StepLISTA(_UnrolledInverse):
     ----------
     %(estimator_problem)s
     %(estimator_options)s
+    adaptive : bool
+        If False (default), plain Step-LISTA: one step per layer, two
+        products with the gain per layer and sample. If True, the step of
+        each sample also grows as the support of its iterate shrinks (the
+        good step is ``1 / L_S`` on the support ``S``), and a step that would
+        raise the Lasso objective of a sample is retried smaller, then
+        replaced by the ISTA step
+        (:class:`~mne_lista.networks.BacktrackStepLISTANet`): the objective
+        decreases at every layer for every sample. About 20-30 %% more gain
+        products per layer, more accurate at equal depth (see Notes).
     %(verbose)s
 
     Attributes
     ----------
     problem : LassoProblem
         The whitened, weighted problem.
-    net : StepLISTANet
+    net : StepLISTANet | BacktrackStepLISTANet
         The unrolled network (its steps are the learned parameters).
+
+    Notes
+    -----
+    On the 7 mm volume grid of the MNE sample subject (free orientation,
+    20 layers, default :meth:`fit`), the mean objective on held-out data
+    simulated by another generator matches about 35 iterations of FISTA
+    with ``adaptive=False`` and about 80 with ``adaptive=True`` (at 2.3 to
+    2.5 gain products per layer and sample against 2); see
+    ``python -m mne_lista.bench.step_lista``.
     """
 
     @verbose
@@ -98,8 +117,11 @@ class StepLISTA(_UnrolledInverse):
         depth=0.8,
         rank=None,
         device="cpu",
+        adaptive=False,
         verbose=None,
     ):
+        _validate_type(adaptive, bool, "adaptive")
+        self.adaptive = adaptive
         self._setup(
             forward,
             noise_cov,
@@ -112,10 +134,11 @@ class StepLISTA(_UnrolledInverse):
         )
         self.verbose = verbose
 
-    def _make_net(self):
-        from .networks import StepLISTANet
+    def _make_net(self, dtype=torch.float32):
+        from .networks import BacktrackStepLISTANet, StepLISTANet
 
-        return StepLISTANet(self.problem, n_layers=self.n_layers)
+        net_class = BacktrackStepLISTANet if self.adaptive else StepLISTANet
+        return net_class(self.problem, self.n_layers, dtype=dtype)
 
     # --- training and solving (helper "steplista") -----------------------
 
@@ -452,6 +475,7 @@ def step_lista(
     pick_ori=None,
     tol=None,
     device="cpu",
+    adaptive=False,
     fit_params=None,
     verbose=None,
 ):
@@ -485,6 +509,9 @@ def step_lista(
         See :meth:`StepLISTA.apply`.
     device : str | torch.device
         Where to train and apply.
+    adaptive : bool
+        Per-sample steps with backtracking for a new model (see
+        :class:`StepLISTA`).
     fit_params : dict | None
         Keyword arguments of :meth:`StepLISTA.fit` for a new model.
     %(verbose)s
@@ -508,6 +535,7 @@ def step_lista(
             depth=depth,
             rank=rank,
             device=device,
+            adaptive=adaptive,
         )
         model.fit(**(fit_params or {}))
     else:

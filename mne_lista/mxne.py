@@ -791,18 +791,12 @@ class StepMxNE(_UnrolledInverse):
         """Save the trained steps and metadata (no pickled code).
 
         Read it back with :func:`read_step_mxne` (same format as
-        :meth:`mne_lista.StepLISTA.save`, network ``StepMxNENet``).
+        :meth:`mne_lista.StepLISTA.save`, network ``StepMxNENet``, or
+        ``StepFISTAMxNENet`` with its momenta).
         """
         from ._io import write_step_lista
 
-        fname = write_step_lista(fname, self, overwrite=overwrite)
-        if self.momentum:  # add the momenta to the archive (no pickles)
-            with np.load(fname, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-            arrays["momentum"] = self.net.momentum.detach().cpu().double().numpy()
-            with open(fname, "wb") as fid:
-                np.savez(fid, **arrays)
-        return fname
+        return write_step_lista(fname, self, overwrite=overwrite)
 
 
 @verbose
@@ -824,14 +818,13 @@ def read_step_mxne(fname, forward, noise_cov, info, *, device="cpu", verbose=Non
     -------
     model : StepMxNE
     """
-    from ._io import _read_arrays, check_model_problem
+    from ._io import _read_arrays, check_model_problem, load_extra_state
 
-    steps, fp, meta = _read_arrays(fname)
+    steps, fp, meta, extra = _read_arrays(fname)
     if meta.get("network") not in ("StepMxNENet", "StepFISTAMxNENet"):
         raise ValueError(
             f"{fname} holds a {meta.get('network')} network, not a StepMxNENet"
         )
-    momentum = meta["network"] == "StepFISTAMxNENet"
     model = StepMxNE(
         forward,
         noise_cov,
@@ -841,19 +834,11 @@ def read_step_mxne(fname, forward, noise_cov, info, *, device="cpu", verbose=Non
         depth=meta.get("depth", 0.8),
         rank=meta.get("rank"),
         device=device,
-        momentum=momentum,
+        momentum=meta["network"] == "StepFISTAMxNENet",
     )
     check_model_problem(model.problem, fp, meta, what=f"the model in {fname}")
     model.net.set_steps(steps)
-    if momentum:
-        with np.load(fname, allow_pickle=False) as npz:
-            if "momentum" not in npz.files:
-                raise ValueError(f"{fname}: a StepFISTAMxNENet without momenta")
-            mom = np.asarray(npz["momentum"], dtype=np.float64)
-        if mom.shape != steps.shape or not np.isfinite(mom).all():
-            raise ValueError(f"{fname}: momenta of shape {mom.shape}")
-        with torch.no_grad():
-            model.net.momentum.copy_(torch.as_tensor(mom))
+    load_extra_state(model.net, extra, fname)
     if meta.get("lam_range") is not None:
         model.lam_range = tuple(float(v) for v in meta["lam_range"])
     return model

@@ -467,7 +467,8 @@ def _default_budget(net, n_samples, n_val):
         n_val = max(64, n_samples // 4)
     per_sample = 6.0 * net.n_layers * 2.0 * n * m  # forward + backward
     per_epoch = per_sample * (n_samples + n_val / 3.0)
-    n_epochs = int(np.clip(_FLOP_BUDGET / per_epoch, 4, 30))
+    min_epochs = getattr(net, "min_default_epochs", 4)
+    n_epochs = int(np.clip(_FLOP_BUDGET / per_epoch, min_epochs, max(30, min_epochs)))
     return n_samples, n_val, n_epochs
 
 
@@ -528,7 +529,9 @@ def fit_network(
     The default budget is ``2e12`` floating point operations (one to two
     minutes on two CPU cores) spread over 2048 training samples (1024 for
     gains of more than 10^6 entries) and a validation set of a quarter of
-    that, with 4 to 30 epochs.
+    that, with 4 to 30 epochs (at least ``net.min_default_epochs`` when the
+    network defines it: 12 for the support-scaled networks, whose training
+    is noisier).
     """
     from .simulation import _check_range, simulate_data
 

@@ -163,6 +163,27 @@ def cli_model(cli_files):
     return model
 
 
+def test_fit_adaptive(cli_files, capsys):
+    """fit --adaptive writes the adaptive network, which apply reads back."""
+    model = cli_files["tmp"] / "adaptive.npz"
+    common = [str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
+    ret = cli.main(
+        ["fit", *common, "--condition", "Right Auditory", "-o", str(model)]
+        + ["--n-layers", "3", "--loose", "0", "--n-samples", "64", "--n-epochs", "1"]
+        + ["--adaptive", "-q"]
+    )
+    assert ret == 0, capsys.readouterr().err
+    with np.load(model, allow_pickle=False) as npz:
+        assert "net.support_exp" in npz.files
+    prefix = cli_files["tmp"] / "adaptive"
+    ret = cli.main(
+        ["apply", str(model), *common, "--condition", "Right Auditory"]
+        + ["--tmin", "0.08", "--tmax", "0.1", "--alpha", "30", "-o", str(prefix), "-q"]
+    )
+    assert ret == 0, capsys.readouterr().err
+    assert np.isfinite(mne.read_source_estimate(str(prefix)).data).all()
+
+
 def test_fit_apply_round_trip(cli_files, cli_model, fwd_surf, capsys):
     """fit -> model file -> apply on evoked and epochs -> readable stc files."""
     prefix = cli_files["tmp"] / "ra"

@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from mne_lista import StepLISTA, read_step_lista
 from mne_lista._io import FORMAT_NAME, _fingerprint_matches, gain_fingerprint
-from mne_lista.networks import StepLISTANet
+from mne_lista.networks import BacktrackStepLISTANet, StepLISTANet
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,44 @@ def test_round_trip(tmp_path, model, evoked, evoked_cov, fwd_surf):
         model.net.steps,
         rtol=1e-6,
     )
+
+
+def test_adaptive_round_trip(tmp_path, evoked, evoked_cov, fwd_surf):
+    """adaptive=True: the support exponents and references travel too."""
+    model = StepLISTA(
+        fwd_surf, evoked_cov[1], evoked.info, n_layers=6, loose=0.0, adaptive=True
+    )
+    assert isinstance(model.net, BacktrackStepLISTANet)
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        model.net.log_steps.copy_(torch.as_tensor(rng.uniform(0.0, 2.0, 6)))
+        model.net.support_exp.copy_(torch.as_tensor(rng.uniform(0.0, 5.0, 6)))
+    X = model.problem.whiten(evoked)
+    model.solve(X[:, :3], 1.0)  # sets the support references of the layers
+    assert bool(torch.isfinite(model.net.log_ref_support).all())
+    fname = tmp_path / "adaptive.npz"
+    model.save(fname)
+    model2 = _read(fname, evoked, evoked_cov, fwd_surf)
+    assert model2.adaptive and isinstance(model2.net, BacktrackStepLISTANet)
+    for key, value in model.net.state_dict().items():
+        torch.testing.assert_close(model2.net.state_dict()[key], value)
+    Z1, Z2 = model.solve(X, 1.0), model2.solve(X, 1.0)
+    assert_allclose(Z2, Z1, rtol=1e-4, atol=1e-5 * np.abs(Z1).max())  # float32
+    # an untrained adaptive model (references unset) round-trips too
+    fresh = StepLISTA(fwd_surf, evoked_cov[1], evoked.info, n_layers=3, adaptive=True)
+    fresh.save(tmp_path / "fresh.npz")
+    fresh2 = _read(tmp_path / "fresh.npz", evoked, evoked_cov, fwd_surf)
+    assert bool(torch.isnan(fresh2.net.log_ref_support).all())
+    # a file that lost an array of the network
+    with np.load(fname, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files if key != "net.support_exp"}
+    np.savez(tmp_path / "lost.npz", **arrays)
+    with pytest.raises(ValueError, match="needs the arrays"):
+        _read(tmp_path / "lost.npz", evoked, evoked_cov, fwd_surf)
+    arrays["net.support_exp"] = np.full(6, np.nan)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ValueError, match="support_exp"):
+        _read(tmp_path / "nan.npz", evoked, evoked_cov, fwd_surf)
 
 
 def test_float64_network_round_trip(tmp_path, model, evoked, evoked_cov, fwd_surf):

@@ -183,33 +183,37 @@ def test_support_step_lista(problem_surf_fixed, problem_vol):
 
 
 def test_backtrack_step_lista(problem_surf_fixed, problem_vol):
-    """Without gradients, rejected learned steps retry sqrt(a / L) before the
-    ISTA step (checked against a manual layer); with gradients, the network
-    is SupportStepLISTANet; the objective decreases at every layer."""
-    for problem in (problem_surf_fixed, problem_vol):
+    """Without gradients, rejected learned steps retry (a L)^(1/2) / L, then
+    (a L)^(1/4) / L before the ISTA step (checked against a manual layer);
+    with gradients, the network is SupportStepLISTANet; the objective
+    decreases at every layer."""
+    taken = set()
+    for problem, a_list in ((problem_surf_fixed, (2, 8, 40)), (problem_vol, (8, 16))):
         D = torch.as_tensor(problem.gain)
         no, lip = problem.n_orient, problem.lipschitz
         X, lam = _data(problem, n=6)
         lam = lam * torch.linspace(0.5, 2.0, 6, dtype=lam.dtype)
         f0 = 0.5 * (X * X).sum(0)
-        a = (8.0 if no == 1 else 25.0) / lip  # some retries rejected, not all
         net = BacktrackStepLISTANet(problem, 4, dtype=torch.float64)
-        with torch.no_grad():
-            net.log_steps.fill_(np.log(a * lip))
-            Z1 = net(X, lam, n_layers=1)
-        # manual first layer (z = 0, the step is exp(theta) / L)
-        Z0 = torch.zeros_like(Z1)
-        Za, Zb, Zc = (
-            ista_step(D, X, Z0, s, lam, no) for s in (a, (a / lip) ** 0.5, 1 / lip)
-        )
-        fa, fb = objective(D, X, Za, lam, no), objective(D, X, Zb, lam, no)
-        rej, rej2 = fa > f0, (fa > f0) & (fb > f0)
-        assert bool(rej2.any()) and bool((rej & ~rej2).any())  # all three paths
-        ref = torch.where(rej, torch.where(rej2, Zc, Zb), Za)
-        torch.testing.assert_close(Z1, ref, rtol=1e-10, atol=1e-12)
-        assert net.retries_ == [int(rej.sum())]
-        assert net.rejections_ == [int(rej2.sum())]
-        assert net.products_per_layer(6) == 2.0 + int(rej.sum() + rej2.sum()) / 6
+        for a_L in a_list:
+            with torch.no_grad():
+                net.log_steps.fill_(np.log(a_L))
+                Z1 = net(X, lam, n_layers=1)
+            # manual first layer (z = 0, the step is exp(theta) / L): the
+            # first of the steps a, (aL)^(1/2)/L, (aL)^(1/4)/L, 1/L that does
+            # not raise the objective
+            Z0 = torch.zeros_like(Z1)
+            steps = [a_L, a_L**0.5, a_L**0.25, 1.0]
+            Zs = [ista_step(D, X, Z0, s / lip, lam, no) for s in steps]
+            up = torch.stack([objective(D, X, Zk, lam, no) > f0 for Zk in Zs[:3]])
+            tried = torch.cumprod(up.to(torch.int64), 0).bool()  # rejected to k
+            choice = tried.sum(0)  # index of the step taken
+            taken.update(choice.tolist())
+            ref = torch.stack([Zs[int(c)][:, i] for i, c in enumerate(choice)], 1)
+            torch.testing.assert_close(Z1, ref, rtol=1e-10, atol=1e-12)
+            assert net.retries_ == [int(tried[0].sum() + tried[1].sum())]
+            assert net.rejections_ == [int(tried[2].sum())]
+            assert net.products_per_layer(6) == 2.0 + int(tried.sum()) / 6
         # with gradients: the single fallback of SupportStepLISTANet
         sup = SupportStepLISTANet(problem, 4, dtype=torch.float64)
         sup.load_state_dict(net.state_dict())
@@ -225,6 +229,7 @@ def test_backtrack_step_lista(problem_surf_fixed, problem_vol):
         assert sum(net.rejections_) > 0
         f = torch.stack([f0] + [objective(D, X, Z, lam, no) for Z in outs])
         assert torch.all(f[1:] <= f[:-1] * (1 + 1e-12))
+    assert taken == {0, 1, 2, 3}  # every path of the backtracking was taken
 
 
 @pytest.mark.parametrize(

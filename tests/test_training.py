@@ -146,6 +146,22 @@ def test_step_lista_fit_solve(evoked_cov, fwd_surf):
     np.testing.assert_array_equal(model.net.steps, steps)
 
 
+def test_default_budget(problem_surf_fixed, problem_vol):
+    """Default epochs: from the flop budget, at least 4 (12 for the
+    support-scaled networks, whose training is noisier), at most 30."""
+    from mne_lista.networks import BacktrackStepLISTANet, SupportStepLISTANet
+    from mne_lista.training import _default_budget
+
+    n, n_val, n_epochs = _default_budget(StepLISTANet(problem_vol, 20), None, None)
+    assert (n, n_val, n_epochs) == (1024, 256, 4)  # budget below 4 epochs
+    for cls in (SupportStepLISTANet, BacktrackStepLISTANet):
+        assert _default_budget(cls(problem_vol, 20), None, None)[2] == 12
+    surf = _default_budget(StepLISTANet(problem_surf_fixed, 20), None, None)
+    assert surf[:2] == (2048, 512) and 12 < surf[2] <= 30
+    few = _default_budget(StepLISTANet(problem_surf_fixed, 20), 10**5, None)
+    assert few[2] == 4
+
+
 def test_train_undoes_divergence(problem_surf_fixed, surf_data):
     """Adam steps that make the unrolled net diverge are undone.
 

@@ -218,7 +218,7 @@ def run(
 def _run_one(kind, quick, seed, extra=()):
     StepLISTA, fwd, cov, evoked, kw = _setup(kind)
     is_vol = kind == "vol"
-    n_test = (20 if quick else 60) if is_vol else (50 if quick else 400)
+    n_test = (20 if quick else 150) if is_vol else (50 if quick else 400)
     fit_kw = dict(n_samples=128, n_epochs=2) if quick else {}
     # comparators and other depths: a smaller budget than the default fit
     other_kw = fit_kw if quick else dict(n_samples=1024, n_epochs=3 if is_vol else 20)
