@@ -99,9 +99,10 @@ class StepLISTA(_UnrolledInverse):
     -----
     On the 7 mm volume grid of the MNE sample subject (free orientation,
     20 layers, default :meth:`fit`), the mean objective on held-out data
-    simulated by another generator matches about 35 iterations of FISTA
-    with ``adaptive=False`` and about 80 with ``adaptive=True`` (at 2.3 to
-    2.5 gain products per layer and sample against 2); see
+    simulated by another generator matches 35 iterations of FISTA with
+    ``adaptive=False`` and 86 with ``adaptive=True`` (at 2.4 gain products
+    per layer and sample against 2; 50 to 64 on shifted test sets); on the
+    516-source cortical surface (fixed orientation) 39 and 40. See
     ``python -m mne_lista.bench.step_lista``.
     """
 

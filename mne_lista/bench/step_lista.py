@@ -18,7 +18,8 @@ number of layers/iterations ``T``, with ``z*`` from the certified reference
 
 Optional extra rows (``--extra``, :data:`EXTRA_KINDS`) add networks of
 :func:`mne_lista.networks.make_network` at ``T = 20`` trained with the same
-recipe and seed as the default ``fit()``, with their cost in gain products
+recipe and seed as the default ``fit()`` (``backtrack_step`` is the network
+of ``StepLISTA(adaptive=True)``), with their cost in gain products
 (``D z`` or ``D^T r``) per sample and layer on each test set (2 for
 Step-LISTA, ISTA and FISTA; more for the safeguarded networks, which redo
 the rejected steps) and the FISTA iterations matching them at equal cost.
