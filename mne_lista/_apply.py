@@ -37,6 +37,7 @@ from mne.utils import (
 
 from . import _compat
 from ._lasso import alpha_max as _sample_alpha_max
+from ._numba import numba_kernel
 from ._problem import _pick_data
 from .solvers import relative_gap, solve_lasso
 
@@ -316,9 +317,7 @@ def debias(M, G_active, X_active, n_orient, *, max_iter=1000, tol=1e-6):
 
 def _debias_fista(Q, b, lip, max_iter, tol):
     """FISTA on the debiasing box QP: (d, n_iter); compiled when possible."""
-    from ._l21 import _USE_NUMBA, _numba_kernel
-
-    kernel = _numba_kernel("debias_fista") if _USE_NUMBA else None
+    kernel = numba_kernel("debias_fista")
     if kernel is not None:
         Q, b = np.ascontiguousarray(Q), np.ascontiguousarray(b)
         return kernel(Q, b, float(lip), int(max_iter), float(tol))

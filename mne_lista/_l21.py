@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ._lasso import _as_lam, _group_sq_norms
+from ._numba import numba_kernel
 
 
 def _check_windows(A, name="M", n_rows=None):
@@ -300,24 +301,9 @@ def _anderson(iterates):
     return (c[:, :, None] * X[:, 1:]).sum(1).reshape(iterates[-1].shape)
 
 
-_USE_NUMBA = True  # the compiled kernel on CPU when numba is installed
-_KERNEL = []
-
-
-def _numba_kernel(name="bcd_window"):
-    """A kernel of :mod:`mne_lista._kernels`, or None without numba."""
-    if not _KERNEL:
-        try:
-            from . import _kernels
-        except ImportError:
-            _kernels = None
-        _KERNEL.append(_kernels)
-    return None if _KERNEL[0] is None else getattr(_KERNEL[0], name)
-
-
 def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
     """Restricted problems by block coordinate descent (compiled when possible)."""
-    kernel = _numba_kernel() if _USE_NUMBA and Z.device.type == "cpu" else None
+    kernel = numba_kernel("bcd_window", Z.device.type)
     if kernel is None:
         return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
     H, b, lam, lips, m2, tol = (

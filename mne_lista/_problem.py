@@ -96,6 +96,20 @@ class LassoProblem:
             self._tensors[key] = torch.as_tensor(self.gain, dtype=dtype).to(device)
         return self._tensors[key]
 
+    def position_lipschitz(self, device="cpu", dtype=torch.float64):
+        """``||G_p||_2^2`` of each source position's block of gain columns.
+
+        Shape ``(n_positions,)``, cached per device and dtype as
+        :meth:`gain_tensor` (see :func:`mne_lista._l21.position_lipschitz`).
+        """
+        from ._l21 import position_lipschitz
+
+        key = ("position_lipschitz", str(torch.device(device)), dtype)
+        if key not in self._tensors:
+            gain = self.gain_tensor(device, dtype)
+            self._tensors[key] = position_lipschitz(gain, self.n_orient)
+        return self._tensors[key]
+
     def __repr__(self):
         kind = "" if self.src is None else f" | {self.src.kind} source space"
         return (

@@ -509,8 +509,6 @@ class StepMxNE(_UnrolledInverse):
         """
         problem, n_orient = self.problem, self.problem.n_orient
         D = problem.gain_tensor(self.device, torch.float64)
-        if getattr(self, "_lip_positions", None) is None:
-            self._lip_positions = _l21.position_lipschitz(D, n_orient)
         Z, rel, _ = _l21.solve_mxne(
             D,
             M_pca,
@@ -518,7 +516,7 @@ class StepMxNE(_UnrolledInverse):
             n_orient,
             tol=tol,
             ws_size=_ACTIVE_SET_SIZE,
-            lipschitz_positions=self._lip_positions,
+            lipschitz_positions=problem.position_lipschitz(self.device),
             gain_t_M=GtM,
         )
         rel = rel.cpu().numpy()

@@ -186,11 +186,11 @@ def test_debias_matches_mne_compute_bias(use_numba, monkeypatch):
     """debias solves compute_bias's problem (to its tolerance), compiled or not."""
     from mne.inverse_sparse.mxne_debiasing import compute_bias
 
-    from mne_lista import _l21
+    from mne_lista import _numba
 
     if use_numba:
         pytest.importorskip("numba")
-    monkeypatch.setattr(_l21, "_USE_NUMBA", use_numba)
+    monkeypatch.setattr(_numba, "USE_NUMBA", use_numba)
     rng = np.random.default_rng(0)
     for n_orient in (1, 3):
         G = rng.standard_normal((40, 24))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mne_lista import _l21
+from mne_lista import _l21, _numba
 
 
 def _random_l21(seed=0, n=20, m=30, W=4, K=5, n_orient=3):
@@ -205,7 +205,8 @@ def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
     pytest.importorskip("numba")
     from mne_lista.mxne import simulate_windows
 
-    assert _l21._numba_kernel() is not None
+    assert _numba.numba_kernel("bcd_window") is not None
+    assert _numba.numba_kernel("bcd_window", "cuda") is None
     sim = simulate_windows(problem_vol, 3, n_times=30, random_state=11)
     M, _ = _l21.time_pca(torch.tensor(sim["M"]), 5)
     D = problem_vol.gain_tensor("cpu", torch.float64)
@@ -213,7 +214,7 @@ def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
     tol = 1e-8
     out = {}
     for use_numba in (True, False):
-        monkeypatch.setattr(_l21, "_USE_NUMBA", use_numba)
+        monkeypatch.setattr(_numba, "USE_NUMBA", use_numba)
         Z, rel, _ = _l21.solve_mxne(D, M, lam, 3, tol=tol)
         assert torch.all(rel <= tol)
         out[use_numba] = _l21.objective(D, M, Z, lam, 3)

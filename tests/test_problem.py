@@ -151,3 +151,17 @@ def test_lasso_problem_from_gain():
     G[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         LassoProblem(G)
+
+
+def test_position_lipschitz(problem_vol):
+    """Per-position Lipschitz constants: ||G_p||_2^2, cached per dtype."""
+    lip = problem_vol.position_lipschitz()
+    G = problem_vol.gain
+    p = 17
+    block = G[:, 3 * p : 3 * p + 3]
+    assert lip.shape == (problem_vol.n_positions,)
+    np.testing.assert_allclose(float(lip[p]), np.linalg.norm(block, 2) ** 2, rtol=1e-10)
+    assert float(lip.max()) <= problem_vol.lipschitz * (1 + 1e-10)
+    assert problem_vol.position_lipschitz() is lip  # cached
+    lip32 = problem_vol.position_lipschitz("cpu", torch.float32)
+    assert lip32.dtype == torch.float32 and lip32 is not lip
