@@ -471,6 +471,12 @@ def test_save_read_and_errors(mxne_model, evoked_cov, fwd_vol, tmp_path):
     mom2 = read_step_mxne(tmp_path / "mom.npz", fwd_vol, cov, evoked.info)
     assert isinstance(mom2.net, StepFISTAMxNENet)
     torch.testing.assert_close(mom2.net.momentum, mom.net.momentum)
+    # files written before the net.<name> entries kept the momenta as "momentum"
+    with np.load(tmp_path / "mom.npz", allow_pickle=False) as npz:
+        arrays = {k.replace("net.", ""): npz[k] for k in npz.files}
+    np.savez(tmp_path / "mom_old.npz", **arrays)
+    mom3 = read_step_mxne(tmp_path / "mom_old.npz", fwd_vol, cov, evoked.info)
+    torch.testing.assert_close(mom3.net.momentum, mom.net.momentum)
     evoked = evoked.copy().crop(0.07, 0.11)
     with pytest.raises(ValueError, match="alpha must be in"):
         model.apply(evoked, 100)
