@@ -134,6 +134,11 @@ def _sq_norms(R):
     return (R * R).sum((0, 2))
 
 
+def zero_objective(M):
+    """``F(0) = 1/2 ||M||_F^2`` of each window, clamped above 0 (a divisor)."""
+    return (0.5 * _sq_norms(M)).clamp_min(torch.finfo(M.dtype).tiny)
+
+
 def objective(D, M, Z, lam, n_orient):
     """L21 objective of each window, shape (W,)."""
     lam = _as_lam(lam, M.shape[1], M)

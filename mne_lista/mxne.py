@@ -111,7 +111,7 @@ class StepMxNENet(StepLISTANet):
         ``all_layers``, the mean over layers.
         """
         M, lam, n_layers = self._check_input(M, lam, n_layers)
-        f0 = (0.5 * _l21._sq_norms(M)).clamp_min(torch.finfo(M.dtype).tiny)
+        f0 = _l21.zero_objective(M)
         outs = self(M, lam, n_layers, return_all=all_layers)
         outs = outs if all_layers else [outs]
         losses = [_l21.objective(self.D, M, Z, lam, self.n_orient) / f0 for Z in outs]
@@ -473,7 +473,7 @@ class StepMxNE(_UnrolledInverse):
         GtM = _l21.gain_t_times(D, M_pca)
         a_max = _l21.dual_norm(GtM, n_orient)  # alpha_max, as in mixed_norm
         lam = alpha / 100.0 * a_max
-        f0 = (0.5 * _l21._sq_norms(M_pca)).clamp_min(torch.finfo(Mt.dtype).tiny)
+        f0 = _l21.zero_objective(M_pca)
         cert = dict(n_resolved=0, n_fallback=0)
         if tol is None:
             dtype = self.net.D.dtype
