@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import mne
-from mne.utils import verbose
+import numpy as np
+from mne.utils import logger, verbose
 
 SUBSET_ENV = "MNE_LISTA_DATA"
 _SUBSET_FILES = ("test-ave.fif.gz", "test-cov.fif", "small-src.fif.gz")
@@ -55,6 +56,36 @@ def read_subset(condition="Right Auditory", path=None, *, verbose=None):
 
 
 @verbose
+def read_subset_src(path=None, *, verbose=None):
+    """Read the small cortical source space of the subset (516 sources).
+
+    The file (``small-src.fif.gz``, from MNE-Python's test data) stores its
+    vertex positions 1000 times too small: every vertex lies within 0.1 mm of
+    the origin, and a forward computed from it is that of a single point
+    (its whitened gain has 3 singular values above 1e-5 of the largest).
+    Positions and distances are scaled back to meters here; the vertices then
+    lie on the cortex of ``sample`` (left hemisphere at x < 0), all inside
+    the inner skull.
+
+    Returns
+    -------
+    src : SourceSpaces
+    """
+    src = mne.read_source_spaces(subset_data_path(path) / "small-src.fif.gz")
+    for s in src:
+        extent = np.linalg.norm(s["rr"], axis=1).max()
+        if extent < 1e-3:  # no cortex fits in a 1 mm ball: mm read as m twice
+            logger.info(
+                f"    Source space {s['id']}: vertices within {1e3 * extent:.2g} "
+                "mm of the origin, scaled by 1000 to meters"
+            )
+            s["rr"] = s["rr"] * 1e3
+            if s.get("nearest_dist") is not None:
+                s["nearest_dist"] = s["nearest_dist"] * 1e3
+    return src
+
+
+@verbose
 def make_subset_forward(info, kind="volume", pos=7.0, path=None, *, verbose=None):
     """Compute a real MEG forward model of the sample subject.
 
@@ -66,7 +97,8 @@ def make_subset_forward(info, kind="volume", pos=7.0, path=None, *, verbose=None
         'volume': a grid inside the inner skull with spacing ``pos`` mm
         (10 mm -> 1433, 7 mm -> 4157, 5 mm -> 11430 positions, free
         orientation); 'surface': the decimated cortical source space with 516
-        sources (free orientation, convert it for fixed).
+        sources (free orientation, convert it for fixed), read with
+        :func:`read_subset_src`.
     pos : float
         Grid spacing (mm) for 'volume'.
 
@@ -80,7 +112,7 @@ def make_subset_forward(info, kind="volume", pos=7.0, path=None, *, verbose=None
     if kind == "volume":
         src = mne.setup_volume_source_space(None, pos=float(pos), bem=bem)
     elif kind == "surface":
-        src = mne.read_source_spaces(path / "small-src.fif.gz")
+        src = read_subset_src(path)
     else:
         raise ValueError(f"kind must be 'volume' or 'surface', got {kind!r}")
     return mne.make_forward_solution(info, trans, src, bem, meg=True, eeg=False)

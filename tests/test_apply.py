@@ -15,6 +15,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from mne_lista import StepLISTA, step_lista
 from mne_lista._apply import active_set, debias, sample_alpha_max, window_alpha_max
+from mne_lista.datasets import read_subset_src
 from mne_lista.networks import StepLISTANet
 
 TMIN, TMAX = 0.07, 0.11  # the auditory peak of 'Right Auditory'
@@ -134,7 +135,7 @@ def test_output_classes(evoked, evoked_cov, fwd_surf, fwd_vol, model_fixed, mode
 def test_mixed_source_space(evoked, evoked_cov, subset_path):
     """Surface + volume source space -> MixedSourceEstimate."""
     bem = mne.read_bem_solution(subset_path / "sample-1280-bem-sol.fif", verbose=0)
-    src = mne.read_source_spaces(subset_path / "small-src.fif.gz", verbose=0)
+    src = read_subset_src(subset_path, verbose=0)
     vol = mne.setup_volume_source_space(None, pos=30.0, bem=bem, verbose=0)
     trans = subset_path / "sample_audvis_trunc-trans.fif"
     fwd = mne.make_forward_solution(

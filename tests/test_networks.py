@@ -188,7 +188,8 @@ def test_backtrack_step_lista(problem_surf_fixed, problem_vol):
     with gradients, the network is SupportStepLISTANet; the objective
     decreases at every layer."""
     taken = set()
-    for problem, a_list in ((problem_surf_fixed, (2, 8, 40)), (problem_vol, (8, 16))):
+    cases = ((problem_surf_fixed, (2, 8, 40, 1e4)), (problem_vol, (8, 16)))
+    for problem, a_list in cases:
         D = torch.as_tensor(problem.gain)
         no, lip = problem.n_orient, problem.lipschitz
         X, lam = _data(problem, n=6)

@@ -165,3 +165,18 @@ def test_position_lipschitz(problem_vol):
     assert problem_vol.position_lipschitz() is lip  # cached
     lip32 = problem_vol.position_lipschitz("cpu", torch.float32)
     assert lip32.dtype == torch.float32 and lip32 is not lip
+
+
+def test_subset_surface_is_a_cortex(subset_path, fwd_surf, problem_surf_fixed):
+    """The subset's source space file stores positions 1000x too small: read
+    as is, all 516 sources sit at the origin and the gain has rank 3."""
+    raw = mne.read_source_spaces(subset_path / "small-src.fif.gz", verbose=False)
+    assert np.linalg.norm(raw[0]["rr"], axis=1).max() < 1e-3  # the file's flaw
+    src = fwd_surf["src"]
+    rr = [s["rr"][s["vertno"]] for s in src]
+    assert rr[0][:, 0].max() < 0.005 and rr[1][:, 0].min() > -0.005  # lh / rh
+    extent = np.linalg.norm(np.concatenate(rr), axis=1)
+    assert 0.03 < extent.min() and extent.max() < 0.15  # a head, in meters
+    # the gain spans many field patterns (not the 3 of a single point)
+    s = np.linalg.svd(problem_surf_fixed.gain, compute_uv=False)
+    assert np.sum(s > 1e-3 * s[0]) > 30
