@@ -197,6 +197,16 @@ def certify(problem, X, Z, lam, *, tol=None, device="cpu"):
             f"    Relative duality gap per sample: median "
             f"{np.median(rel_gap):.2e}, max {np.max(rel_gap):.2e}"
         )
+        useless = np.flatnonzero(~(rel_gap <= 1.0))
+        if len(useless):  # (only without tol: those are re-solved)
+            warn(
+                f"{len(useless)} of {len(rel_gap)} sample(s) have a relative "
+                f"duality gap above 1 (max {np.max(rel_gap):.3g}): there the "
+                "fast solver's output is no estimate (a learned network whose "
+                "steps diverge on these data); pass tol to finish them with "
+                "the exact solver, or use StepLISTA(adaptive=True), whose "
+                "objective never increases"
+            )
     return Z, rel_gap, n_resolved
 
 

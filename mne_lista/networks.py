@@ -348,10 +348,10 @@ class SupportStepLISTANet(SafeStepLISTANet):
     matched 55 to 67 iterations of FISTA (49 to 61 on the training
     generator), at 2.17 to 2.31 gain products per layer and sample (the
     rejected steps), against 36 for :class:`StepLISTANet` (2 products) and
-    50 to 54 (46 to 51) for :class:`SafeStepLISTANet` (2.24 to 2.36). On
-    the 516-source surface forward (fixed orientation) it gains nothing
-    over :class:`StepLISTANet` (FISTA@39 against 41): the supports of the
-    iterates hold most of the sources there.
+    50 to 54 (46 to 51) for :class:`SafeStepLISTANet` (2.24 to 2.36). An
+    earlier surface figure (no gain over :class:`StepLISTANet`, FISTA@39
+    against 41) was measured on a degenerate forward whose 516 sources sat
+    at one point (see :func:`mne_lista.datasets.read_subset_src`).
     """
 
     support_scale = 0.1

@@ -8,7 +8,7 @@ import torch
 from mne.parallel import parallel_func
 from mne.utils import _validate_type, logger, verbose, warn
 
-from ._lasso import _as_lam, alpha_max, duality_gap, ista_step
+from ._lasso import _as_lam, alpha_max, duality_gap, ista_step, objective
 from ._problem import _check_problem, _data_tensor
 
 
@@ -149,7 +149,9 @@ def solve_lasso(
         A starting point (e.g. a network's output): it is first polished on
         its support (returned when that certifies), then warm starts the
         solver with a bounded number of working-set iterations; a column
-        that does not certify from it is solved again from zero.
+        that does not certify from it is solved again from zero. Columns
+        where it is worse than zero (objective above ``1/2 ||x||^2``, or not
+        finite) start from zero.
     n_jobs : int | None
         Number of processes over columns (joblib). None is 1.
     %(verbose)s
@@ -188,7 +190,8 @@ def solve_lasso(
     (``GroupLasso``, ``tol = 1e-6 alpha``) plus the same polish certified
     100%% too at ~145 ms per column vs ~195 ms for ``celer.GroupLasso``, but
     compiles (numba) for 5-30 s in every new process and was slower on the
-    516-source fixed surface problem (~25-35 ms vs ~8-16 ms per column);
+    516-source fixed surface problem (~25-35 ms vs ~8-16 ms per column; a
+    degenerate forward then, see :func:`mne_lista.datasets.read_subset_src`);
     calling celer's group solver directly then cut the volume problem from
     ~450 to ~170 ms per column in the same conditions: celer was chosen.
     celer holds the GIL: ``n_jobs`` uses processes. ``lam == 0`` (no unique
@@ -215,6 +218,12 @@ def solve_lasso(
         if isinstance(X, torch.Tensor | np.ndarray) and X.ndim == 1:
             Z0 = Z0[:, None]
         Z0 = _init(problem, Xt, Z0.cpu() if isinstance(Z0, torch.Tensor) else Z0)
+        # a starting point worse than zero (e.g. a diverged network's output)
+        # can stall the solver's warm start: those columns start from zero
+        worse = ~(objective(D, Xt, Z0, lam, no) <= 0.5 * (Xt * Xt).sum(0))
+        if bool(worse.any()):
+            logger.info(f"    {int(worse.sum())} starting point(s) worse than 0")
+            Z0[:, worse] = 0.0
         Z0 = Z0.numpy()
     amax = alpha_max(D, Xt, no)
     todo = torch.nonzero(lam < amax).flatten().numpy()

@@ -278,3 +278,16 @@ def test_bad_inputs(problem_surf_fixed):
     small = LassoProblem(p.gain[:, :40], 1)
     Z = solve_lasso(small, X, 0.3 * lam, verbose=False)
     assert np.all(relative_gap(small, X, Z, 0.3 * lam) <= 1e-8)
+
+
+def test_solve_lasso_ignores_a_diverged_start(problem_surf_fixed):
+    """A starting point worse than zero (a diverged network, NaN) starts from
+    zero: certified, the same solutions as from zero."""
+    X, lam = _simulated(problem_surf_fixed, 3, seed=5)
+    Z = solve_lasso(problem_surf_fixed, X, lam, verbose=False)
+    rng = np.random.default_rng(0)
+    Z0 = 1e6 * rng.standard_normal(Z.shape)
+    Z0[:, 2] = np.nan
+    Zw = solve_lasso(problem_surf_fixed, X, lam, Z0=Z0, verbose=False)
+    assert np.all(relative_gap(problem_surf_fixed, X, Zw, lam) <= 1e-8)
+    np.testing.assert_allclose(Zw, Z, atol=1e-6 * np.abs(Z).max())
