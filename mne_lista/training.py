@@ -18,7 +18,14 @@ import time
 
 import numpy as np
 import torch
-from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
+from mne.utils import (
+    ProgressBar,
+    _check_option,
+    _validate_type,
+    logger,
+    verbose,
+    warn,
+)
 
 from ._lasso import _as_lam, objective
 
@@ -197,6 +204,12 @@ def train(
         f"    Validation loss F(z)/F(0): {init_val:.6g} (untrained) -> "
         f"{history['best_val_loss']:.6g} in {history['time']:.1f} s"
     )
+    if not history["best_val_loss"] <= 1.0:
+        warn(
+            "the trained network does worse than the zero solution on the "
+            f"validation set (mean F(z)/F(0) = {history['best_val_loss']:.3g}): "
+            "its steps diverge on these data"
+        )
     return history
 
 
@@ -224,7 +237,13 @@ def _train_stages(
     for n_layers in stages:
         if prev and hasattr(net, "log_steps") and net.log_steps.ndim == 1:
             with torch.no_grad():  # warm start the new layers
+                net.log_steps[prev:n_layers] = 0.0  # ISTA
+                val_ista = evaluate(net, X_val, lam_val, n_layers)
                 net.log_steps[prev:n_layers] = net.log_steps[prev - 1]
+                if not evaluate(net, X_val, lam_val, n_layers) <= val_ista:
+                    # the last step repeated diverges (steps beyond 2 / L
+                    # suit few layers): the new layers start as ISTA
+                    net.log_steps[prev:n_layers] = 0.0
         prev = n_layers
         fit = _fit_adam if method == "adam" else _fit_gd
         out_of_time = fit(

@@ -1,5 +1,7 @@
 """Tests of the simulation, the training and StepLISTA.fit/solve."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -189,3 +191,23 @@ def test_train_undoes_divergence(problem_surf_fixed, surf_data):
     assert np.isfinite(hist["best_val_loss"])
     assert hist["best_val_loss"] < 0.995 * hist["init_val_loss"]  # it learned
     assert np.all(np.isfinite(net.steps)) and np.all(net.steps * net.lipschitz > 1)
+
+
+def test_stages_warm_start_and_divergence_warning(problem_surf_fixed, surf_data):
+    """Growing the network (stages): the new layers copy the last trained
+    step unless that diverges, then they start as ISTA; a trained network
+    worse than zero on the validation set is reported."""
+    (X, lam), (X_val, lam_val), _ = surf_data
+    for first, expected in ((1.5, 1.5), (1e3, 1.0)):  # (step x L, new layers)
+        net = StepLISTANet(problem_surf_fixed, 4, dtype=torch.float64)
+        with torch.no_grad():
+            net.log_steps[:2] = np.log(first)
+        kw = dict(stages=[2, 4], n_epochs=1, lr=1e-12, random_state=0)
+        if first > 2:  # the first two layers diverge: a warning
+            with pytest.warns(RuntimeWarning, match="worse than the zero"):
+                train(net, X, lam, X_val, lam_val, **kw)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                train(net, X, lam, X_val, lam_val, **kw)
+        np.testing.assert_allclose(net.steps[2:] * net.lipschitz, expected, rtol=1e-6)
