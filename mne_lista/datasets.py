@@ -62,7 +62,8 @@ def read_subset_src(path=None, *, verbose=None):
     The file (``small-src.fif.gz``, from MNE-Python's test data) stores its
     vertex positions 1000 times too small: every vertex lies within 0.1 mm of
     the origin, and a forward computed from it is that of a single point
-    (its whitened gain has 3 singular values above 1e-5 of the largest).
+    (beyond the third, the squared singular values of its whitened gain are
+    below 2e-6 of the largest).
     Positions and distances are scaled back to meters here; the vertices then
     lie on the cortex of ``sample`` (left hemisphere at x < 0), all inside
     the inner skull.
