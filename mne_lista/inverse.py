@@ -106,8 +106,10 @@ class StepLISTA(_UnrolledInverse):
     matches 61 iterations of FISTA (2.6 products per layer; 39 to 53 on
     shifted test sets), while the plain network's learned steps (2.2/L to
     5.5/L, all beyond 2/L) make it diverge on some held-out samples at 20
-    layers (it beats FISTA@20 at 10 layers): :meth:`apply` warns about
-    such samples (relative duality gap above 1), which ``tol`` re-solves.
+    layers (it beats FISTA@20 at 10 layers): :meth:`fit` warns when its
+    steps diverge on validation or harder simulated samples, :meth:`apply`
+    about diverged samples (relative duality gap above 1), which ``tol``
+    re-solves.
     See ``python -m mne_lista.bench.step_lista``.
     """
 

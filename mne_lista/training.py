@@ -62,6 +62,17 @@ def evaluate(net, X, lam, n_layers=None, batch_size=2048):
     return total / n
 
 
+@torch.no_grad()
+def _n_diverged(net, X, lam, batch_size=2048):
+    """Number of samples whose output is worse than zero (F(z) > F(0))."""
+    n_bad = 0
+    for start in range(0, X.shape[1], batch_size):
+        sl = slice(start, start + batch_size)
+        f = normalized_objective(net, X[:, sl], lam[sl])
+        n_bad += int((~(f <= 1.0)).sum())
+    return n_bad
+
+
 def _as_data(net, X, lam, name):
     from ._lasso import to_tensor
 
@@ -541,7 +552,8 @@ def fit_network(
     -------
     history : dict
         The history of :func:`train`, plus ``lam_range``, ``n_samples``,
-        ``n_val``, ``n_epochs`` and ``random_state``.
+        ``n_val``, ``n_epochs``, ``random_state`` and ``n_diverged``
+        (``val``, ``harder``: see Notes).
 
     Notes
     -----
@@ -551,6 +563,13 @@ def fit_network(
     that, with 4 to 30 epochs (at least ``net.min_default_epochs`` when the
     network defines it: 12 for the support-scaled networks, whose training
     is noisier).
+
+    After training, the outputs on the validation samples and on as many
+    harder ones (more sources than trained, up to twice as many, and an SNR
+    up to 5 dB below the trained range) are checked: a warning counts the
+    samples whose objective is above that of the zero solution. Learned
+    steps beyond ``2 / L`` can diverge on some samples (seen with plain
+    Step-LISTA at 20 layers on the 516-source surface forward).
     """
     from .simulation import _check_range, simulate_data
 
@@ -560,7 +579,7 @@ def fit_network(
     if batch_size is None:
         batch_size = 16 if net.D.numel() > 1e6 else 32
     rng = np.random.default_rng(random_state)
-    seeds = rng.integers(2**31, size=3)
+    seeds = rng.integers(2**31, size=4)  # (the first 3 as with size=3)
     kw = dict(n_sources=n_sources, snr=snr, extent=extent, lam_range=lam_range)
     logger.info(f"    Simulating {n_samples} training and {n_val} validation samples")
     X, lam = simulate_data(problem, n_samples, random_state=seeds[0], **kw)
@@ -580,6 +599,26 @@ def fit_network(
         random_state=int(seeds[2]),
         verbose=verbose,
     )
+    # divergence check: validation samples, and harder ones (more sources,
+    # lower SNR than trained), each output worse than zero counted
+    k_hi = _check_range(n_sources, "n_sources", low=1, integer=True)[1]
+    snr_lo = _check_range(snr, "snr")[0]
+    kw.update(n_sources=(k_hi + 1, min(2 * k_hi, problem.n_positions)))
+    kw.update(snr=(snr_lo - 5.0, snr_lo))
+    X_hard, lam_hard = simulate_data(problem, n_val, random_state=seeds[3], **kw)
+    diverged = dict(
+        val=_n_diverged(net, *_as_data(net, X_val, lam_val, "X_val")),
+        harder=_n_diverged(net, *_as_data(net, X_hard, lam_hard, "X")),
+    )
+    if diverged["val"] or diverged["harder"]:
+        warn(
+            f"the trained steps diverge on {diverged['val']} of {n_val} "
+            f"validation samples and on {diverged['harder']} of {n_val} harder "
+            f"ones ({kw['n_sources'][0]}-{kw['n_sources'][1]} sources, SNR "
+            f"{kw['snr'][0]:g}-{kw['snr'][1]:g} dB): there the output is worse "
+            "than zero. An adaptive network (StepLISTA(adaptive=True)) never "
+            "increases the objective"
+        )
     history.update(
         lam_range=lam_range,
         n_samples=n_samples,
@@ -587,6 +626,7 @@ def fit_network(
         n_epochs=n_epochs,
         batch_size=batch_size,
         random_state=random_state,
+        n_diverged=diverged,
     )
     return history
 

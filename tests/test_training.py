@@ -211,3 +211,22 @@ def test_stages_warm_start_and_divergence_warning(problem_surf_fixed, surf_data)
                 warnings.simplefilter("error")
                 train(net, X, lam, X_val, lam_val, **kw)
         np.testing.assert_allclose(net.steps[2:] * net.lipschitz, expected, rtol=1e-6)
+
+
+def test_fit_network_counts_diverged_samples(problem_surf_fixed):
+    """fit_network checks the trained steps on validation and harder samples:
+    ISTA steps never diverge; steps of 1e3 / L do, and a warning says so."""
+    p = problem_surf_fixed
+    kw = dict(n_samples=32, n_val=32, n_epochs=1, lr=1e-12, random_state=0)
+    net = StepLISTANet(p, 3, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = fit_network(net, p, verbose=False, **kw)
+    assert hist["n_diverged"] == dict(val=0, harder=0)
+    with torch.no_grad():
+        net.log_steps.fill_(np.log(1e3))
+    with pytest.warns(RuntimeWarning) as record:
+        hist = fit_network(net, p, verbose=False, **kw)
+    messages = [str(w.message) for w in record]
+    assert any("trained steps diverge on 32 of 32" in m for m in messages)
+    assert hist["n_diverged"] == dict(val=32, harder=32)
