@@ -603,7 +603,8 @@ def fit_network(
     # lower SNR than trained), each output worse than zero counted
     k_hi = _check_range(n_sources, "n_sources", low=1, integer=True)[1]
     snr_lo = _check_range(snr, "snr")[0]
-    kw.update(n_sources=(k_hi + 1, min(2 * k_hi, problem.n_positions)))
+    n_pos = problem.n_positions
+    kw.update(n_sources=(min(k_hi + 1, n_pos), min(max(2 * k_hi, k_hi + 1), n_pos)))
     kw.update(snr=(snr_lo - 5.0, snr_lo))
     X_hard, lam_hard = simulate_data(problem, n_val, random_state=seeds[3], **kw)
     diverged = dict(
