@@ -52,25 +52,24 @@ def normalized_objective(net, X, lam, n_layers=None, *, all_layers=False):
     return torch.stack(losses).mean(0)
 
 
+def _batched_objectives(net, X, lam, n_layers=None, batch_size=2048):
+    """Normalized objectives of the network's outputs, batch by batch."""
+    for start in range(0, X.shape[1], batch_size):
+        sl = slice(start, start + batch_size)
+        yield normalized_objective(net, X[:, sl], lam[sl], n_layers)
+
+
 @torch.no_grad()
 def evaluate(net, X, lam, n_layers=None, batch_size=2048):
     """Mean normalized objective of the network over a data set (no grad)."""
-    total, n = 0.0, X.shape[1]
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        total += float(normalized_objective(net, X[:, sl], lam[sl], n_layers).sum())
-    return total / n
+    batches = _batched_objectives(net, X, lam, n_layers, batch_size)
+    return sum(float(f.sum()) for f in batches) / X.shape[1]
 
 
 @torch.no_grad()
-def _n_diverged(net, X, lam, batch_size=2048):
+def _n_diverged(net, X, lam):
     """Number of samples whose output is worse than zero (F(z) > F(0))."""
-    n_bad = 0
-    for start in range(0, X.shape[1], batch_size):
-        sl = slice(start, start + batch_size)
-        f = normalized_objective(net, X[:, sl], lam[sl])
-        n_bad += int((~(f <= 1.0)).sum())
-    return n_bad
+    return sum(int((~(f <= 1.0)).sum()) for f in _batched_objectives(net, X, lam))
 
 
 def _as_data(net, X, lam, name):
@@ -584,6 +583,7 @@ def fit_network(
     logger.info(f"    Simulating {n_samples} training and {n_val} validation samples")
     X, lam = simulate_data(problem, n_samples, random_state=seeds[0], **kw)
     X_val, lam_val = simulate_data(problem, n_val, random_state=seeds[1], **kw)
+    X_val, lam_val = _as_data(net, X_val, lam_val, "X_val")  # for the check below
     history = train(
         net,
         X,
@@ -608,7 +608,7 @@ def fit_network(
     kw.update(snr=(snr_lo - 5.0, snr_lo))
     X_hard, lam_hard = simulate_data(problem, n_val, random_state=seeds[3], **kw)
     diverged = dict(
-        val=_n_diverged(net, *_as_data(net, X_val, lam_val, "X_val")),
+        val=_n_diverged(net, X_val, lam_val),
         harder=_n_diverged(net, *_as_data(net, X_hard, lam_hard, "X")),
     )
     if diverged["val"] or diverged["harder"]:
