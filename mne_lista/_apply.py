@@ -204,8 +204,8 @@ def certify(problem, X, Z, lam, *, tol=None, device="cpu"):
                 f"duality gap above 1 (max {np.max(rel_gap):.3g}): there the "
                 "fast solver's output is no estimate (a learned network whose "
                 "steps diverge on these data); pass tol to finish them with "
-                "the exact solver, or use StepLISTA(adaptive=True), whose "
-                "objective never increases"
+                "the exact solver, or use the adaptive network (the default, "
+                "StepLISTA(adaptive=True)), whose objective never increases"
             )
     return Z, rel_gap, n_resolved
 

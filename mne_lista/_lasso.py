@@ -100,6 +100,11 @@ def alpha_max(D, X, n_orient):
     return dual_norm(D.T @ X, n_orient)
 
 
+def zero_objective(X):
+    """``F(0) = 1/2 ||x||^2`` of each column, clamped above 0 (a divisor)."""
+    return (0.5 * (X * X).sum(0)).clamp_min(torch.finfo(X.dtype).tiny)
+
+
 def duality_gap(D, X, Z, lam, n_orient):
     """Duality gap of each column, with primal and dual objectives.
 

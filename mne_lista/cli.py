@@ -234,7 +234,7 @@ def _cmd_fit(args):
             loose=args.loose,
             depth=args.depth,
             device=args.device,
-            adaptive=args.adaptive,
+            adaptive=not args.plain,
             verbose=False,
         )
     except (ValueError, TypeError, RuntimeError) as exc:
@@ -505,9 +505,11 @@ def build_parser():
         help="depth weighting exponent or 'none' (default: %(default)s)",
     )
     p.add_argument(
-        "--adaptive",
+        "--plain",
         action="store_true",
-        help="per-sample steps with backtracking (StepLISTA(adaptive=True))",
+        help="plain Step-LISTA, one learned step per layer "
+        "(StepLISTA(adaptive=False)); by default the adaptive network "
+        "(per-sample steps with backtracking)",
     )
     p.add_argument(
         "--condition",

@@ -77,39 +77,41 @@ class StepLISTA(_UnrolledInverse):
     %(estimator_problem)s
     %(estimator_options)s
     adaptive : bool
-        If False (default), plain Step-LISTA: one step per layer, two
-        products with the gain per layer and sample. If True, the step of
-        each sample also grows as the support of its iterate shrinks (the
-        good step is ``1 / L_S`` on the support ``S``), and a step that would
-        raise the Lasso objective of a sample is retried smaller, then
-        replaced by the ISTA step
+        If True (default), the step of each sample also grows as the support
+        of its iterate shrinks (the good step is ``1 / L_S`` on the support
+        ``S``), and a step that would raise the Lasso objective of a sample
+        is retried smaller, then replaced by the ISTA step
         (:class:`~mne_lista.networks.BacktrackStepLISTANet`): the objective
-        decreases at every layer for every sample. About 20-30 %% more gain
-        products per layer, more accurate at equal depth (see Notes).
+        decreases at every layer for every sample, whatever the data. About
+        20-40 %% more gain products per layer than plain Step-LISTA (about
+        twice its time per layer on a CPU) and a longer training, but much
+        more accurate at equal depth and never divergent (see Notes). If
+        False, plain Step-LISTA (Ablin et al., 2019): one learned step per
+        layer, two gain products per layer and sample, which can diverge on
+        samples unlike its training data.
     %(verbose)s
 
     Attributes
     ----------
     problem : LassoProblem
         The whitened, weighted problem.
-    net : StepLISTANet | BacktrackStepLISTANet
+    net : BacktrackStepLISTANet | StepLISTANet
         The unrolled network (its steps are the learned parameters).
 
     Notes
     -----
     On the 7 mm volume grid of the MNE sample subject (free orientation,
     20 layers, default :meth:`fit`), the mean objective on held-out data
-    simulated by another generator matches 35 iterations of FISTA with
-    ``adaptive=False`` and 86 with ``adaptive=True`` (at 2.4 gain products
-    per layer and sample against 2; 50 to 64 on shifted test sets). On the
-    516-source cortical surface (fixed orientation) ``adaptive=True``
-    matches 61 iterations of FISTA (2.6 products per layer; 39 to 53 on
-    shifted test sets), while the plain network's learned steps (2.2/L to
-    5.5/L, all beyond 2/L) make it diverge on some held-out samples at 20
-    layers (it beats FISTA@20 at 10 layers): :meth:`fit` warns when its
-    steps diverge on validation or harder simulated samples, :meth:`apply`
-    about diverged samples (relative duality gap above 1), which ``tol``
-    re-solves.
+    simulated by another generator matches 86 iterations of FISTA with
+    ``adaptive=True`` (at 2.4 gain products per layer and sample; 50 to 64
+    on shifted test sets) and 35 with ``adaptive=False``. On the 516-source
+    cortical surface (fixed orientation) ``adaptive=True`` matches 61
+    iterations of FISTA (2.6 products per layer; 39 to 53 on shifted test
+    sets). There the plain network's learned steps (2.2/L to 5.5/L, all
+    beyond 2/L) diverge on some held-out samples at 20 layers, or, with
+    another seed, its training stays at the ISTA steps; :meth:`fit` warns
+    in both cases, and :meth:`apply` about diverged samples (relative
+    duality gap above 1), which ``tol`` re-solves.
     See ``python -m mne_lista.bench.step_lista``.
     """
 
@@ -125,7 +127,7 @@ class StepLISTA(_UnrolledInverse):
         depth=0.8,
         rank=None,
         device="cpu",
-        adaptive=False,
+        adaptive=True,
         verbose=None,
     ):
         _validate_type(adaptive, bool, "adaptive")
@@ -484,7 +486,7 @@ def step_lista(
     pick_ori=None,
     tol=None,
     device="cpu",
-    adaptive=False,
+    adaptive=True,
     fit_params=None,
     verbose=None,
 ):
@@ -519,8 +521,8 @@ def step_lista(
     device : str | torch.device
         Where to train and apply.
     adaptive : bool
-        Per-sample steps with backtracking for a new model (see
-        :class:`StepLISTA`).
+        For a new model: per-sample steps with backtracking (default), or
+        plain Step-LISTA (False); see :class:`StepLISTA`.
     fit_params : dict | None
         Keyword arguments of :meth:`StepLISTA.fit` for a new model.
     %(verbose)s

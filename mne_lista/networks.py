@@ -23,7 +23,8 @@ shape ``(m, B)``. ``n_layers`` evaluates only the first layers.
   it is ISTA.
 - :class:`BacktrackStepLISTANet`: the support-scaled network whose rejected
   steps are retried with smaller steps before the ISTA step, at inference
-  (experimental; ``StepLISTA(..., adaptive=True)``). Untrained, it is ISTA.
+  (the network of :class:`mne_lista.StepLISTA`, whose default is
+  ``adaptive=True``). Untrained, it is ISTA.
 - :class:`LISTANet`: coupled LISTA (Chen et al., 2018), one matrix and one
   threshold per atom (per group) and layer.
 - :class:`ALISTANet`: analytic LISTA (Liu et al., 2019), an analytic weight
@@ -40,6 +41,7 @@ from ._lasso import (
     ista_step,
     objective_from_residual,
     prox,
+    zero_objective,
 )
 from ._problem import _check_problem
 
@@ -282,7 +284,7 @@ class SafeStepLISTANet(StepLISTANet):
         return new, idx
 
     def _layer(self, t, X, Z, lam, state):
-        R, F = (-X, 0.5 * (X * X).sum(0)) if state is None else state  # Z = 0
+        R, F = (-X, zero_objective(X)) if state is None else state  # Z = 0
         grad = self.D.T @ R
         step = self._layer_step(t, Z)
         new = self._try_step(X, Z, grad, lam, step)
@@ -392,10 +394,10 @@ class SupportStepLISTANet(SafeStepLISTANet):
 class BacktrackStepLISTANet(SupportStepLISTANet):
     """Support-scaled Step-LISTA with backtracking at inference.
 
-    Experimental; the network of ``StepLISTA(..., adaptive=True)``. Same
-    parameters and training as :class:`SupportStepLISTANet` (a rejected
-    learned step falls back to the ISTA step ``1 / L`` whenever gradients
-    are enabled), but when the network runs without gradients
+    The network of :class:`mne_lista.StepLISTA` (``adaptive=True``, the
+    default). Same parameters and training as :class:`SupportStepLISTANet`
+    (a rejected learned step falls back to the ISTA step ``1 / L`` whenever
+    gradients are enabled), but when the network runs without gradients
     (``torch.no_grad()``: evaluation, validation, inference) a sample whose
     learned step ``a`` raises the objective first retries the steps
     ``(a L)^(1/2) / L`` and then ``(a L)^(1/4) / L`` (geometrically closer

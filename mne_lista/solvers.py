@@ -8,7 +8,14 @@ import torch
 from mne.parallel import parallel_func
 from mne.utils import _validate_type, logger, verbose, warn
 
-from ._lasso import _as_lam, alpha_max, duality_gap, ista_step, objective
+from ._lasso import (
+    _as_lam,
+    alpha_max,
+    duality_gap,
+    ista_step,
+    objective,
+    zero_objective,
+)
 from ._problem import _check_problem, _data_tensor
 
 
@@ -92,9 +99,7 @@ def relative_gap(problem, X, Z, lam):
     Zt = Zt.to(Xt.device, torch.float64)
     if Zt.ndim == 1:
         Zt = Zt[:, None]
-    gap = duality_gap(D, Xt, Zt, lam, problem.n_orient)[0]
-    norm = 0.5 * (Xt * Xt).sum(0)
-    return (gap / norm.clamp_min(torch.finfo(Xt.dtype).tiny)).cpu().numpy()
+    return _relative_gap_t(D, Xt, Zt, lam, problem.n_orient).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +262,7 @@ def solve_lasso(
         for idx, Zc in zip(chunks, out):
             Z[:, idx] = torch.from_numpy(Zc)
         # certify in one batch (columns with lam >= alpha_max are exact)
-        rel = _relative_gap_t(D, Xt[:, todo], Z[:, todo], lam[todo], no)
+        rel = _relative_gap_t(D, Xt[:, todo], Z[:, todo], lam[todo], no).numpy()
         bad = todo[rel > tol]
         if len(bad):
             warn(
@@ -275,8 +280,7 @@ def solve_lasso(
 
 def _relative_gap_t(D, X, Z, lam, n_orient):
     gap = duality_gap(D, X, Z, lam, n_orient)[0]
-    norm = 0.5 * (X * X).sum(0)
-    return (gap / norm.clamp_min(torch.finfo(X.dtype).tiny)).numpy()
+    return gap / zero_objective(X)
 
 
 class _CelerEstimator:

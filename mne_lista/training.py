@@ -27,7 +27,7 @@ from mne.utils import (
     warn,
 )
 
-from ._lasso import _as_lam, objective
+from ._lasso import _as_lam, objective, zero_objective
 
 
 def normalized_objective(net, X, lam, n_layers=None, *, all_layers=False):
@@ -42,8 +42,7 @@ def normalized_objective(net, X, lam, n_layers=None, *, all_layers=False):
         return hook(X, lam, n_layers, all_layers=all_layers)
     X = X.to(device=net.D.device, dtype=net.D.dtype)
     lam = _as_lam(lam, X.shape[1], X)
-    f0 = 0.5 * (X * X).sum(0)
-    f0 = f0.clamp_min(torch.finfo(X.dtype).tiny)
+    f0 = zero_objective(X)
     if not all_layers:
         Z = net(X, lam, n_layers)
         return objective(net.D, X, Z, lam, net.n_orient) / f0
@@ -219,6 +218,14 @@ def train(
             "the trained network does worse than the zero solution on the "
             f"validation set (mean F(z)/F(0) = {history['best_val_loss']:.3g}): "
             "its steps diverge on these data"
+        )
+    elif not history["best_val_loss"] < init_val:
+        warn(
+            "the training did not lower the validation loss of the untrained "
+            f"network ({init_val:.6g}): the network keeps its initial "
+            "parameters (for Step-LISTA, the ISTA steps 1/L). Try another "
+            "random_state, or the adaptive network (the default, "
+            "StepLISTA(adaptive=True))"
         )
     return history
 
@@ -617,8 +624,8 @@ def fit_network(
             f"validation samples and on {diverged['harder']} of {n_val} harder "
             f"ones ({kw['n_sources'][0]}-{kw['n_sources'][1]} sources, SNR "
             f"{kw['snr'][0]:g}-{kw['snr'][1]:g} dB): there the output is worse "
-            "than zero. An adaptive network (StepLISTA(adaptive=True)) never "
-            "increases the objective"
+            "than zero. The adaptive network (the default, "
+            "StepLISTA(adaptive=True)) never increases the objective"
         )
     history.update(
         lam_range=lam_range,

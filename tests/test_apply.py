@@ -307,19 +307,38 @@ def test_lam_range_warning(evoked, model_fixed):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
 def test_diverged_samples_warn(evoked, evoked_cov, fwd_surf):
-    """Steps that make the network diverge: a warning names the samples;
-    with tol they are finished by the exact solver (no warning)."""
-    model = StepLISTA(fwd_surf, evoked_cov[1], evoked.info, n_layers=5, loose=0.0)
-    with torch.no_grad():
-        model.net.log_steps.fill_(np.log(50.0))  # far beyond 2 / L
+    """Steps that make plain Step-LISTA diverge: a warning names the samples;
+    with tol they are finished by the exact solver (no warning). The same
+    steps in the adaptive network (the default) do not diverge."""
     ev = evoked.copy().crop(0.08, 0.1)
-    with pytest.warns(RuntimeWarning, match=r"sample\(s\) have a relative duality"):
-        model.apply(ev, 30)
-    assert np.all(model.certificate_["rel_gap"] > 1)
+    gaps, models = {}, {}
+    for adaptive in (False, True):
+        model = StepLISTA(
+            fwd_surf,
+            evoked_cov[1],
+            evoked.info,
+            n_layers=5,
+            loose=0.0,
+            adaptive=adaptive,
+        )
+        with torch.no_grad():
+            model.net.log_steps.fill_(np.log(50.0))  # far beyond 2 / L
+        if adaptive:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                model.apply(ev, 30)
+        else:
+            match = r"sample\(s\) have a relative duality"
+            with pytest.warns(RuntimeWarning, match=match):
+                model.apply(ev, 30)
+        gaps[adaptive] = model.certificate_["rel_gap"]
+        models[adaptive] = model
+    assert np.all(gaps[False] > 1)
+    assert np.all(gaps[True] < 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.apply(ev, 30, tol=1e-6)
-    assert np.all(model.certificate_["rel_gap"] <= 1e-6)
+        models[False].apply(ev, 30, tol=1e-6)
+    assert np.all(models[False].certificate_["rel_gap"] <= 1e-6)
 
 
 def test_cuda_absent_is_a_clear_error(evoked, evoked_cov, fwd_surf, model_fixed):

@@ -163,19 +163,22 @@ def cli_model(cli_files):
     return model
 
 
-def test_fit_adaptive(cli_files, capsys):
-    """fit --adaptive writes the adaptive network, which apply reads back."""
-    model = cli_files["tmp"] / "adaptive.npz"
+def test_fit_plain(cli_files, cli_model, capsys):
+    """fit --plain writes plain Step-LISTA, which apply reads back; the
+    default is the adaptive network."""
+    with np.load(cli_model, allow_pickle=False) as npz:
+        assert "net.support_exp" in npz.files
+    model = cli_files["tmp"] / "plain.npz"
     common = [str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
     ret = cli.main(
         ["fit", *common, "--condition", "Right Auditory", "-o", str(model)]
         + ["--n-layers", "3", "--loose", "0", "--n-samples", "64", "--n-epochs", "1"]
-        + ["--adaptive", "-q"]
+        + ["--plain", "-q"]
     )
     assert ret == 0, capsys.readouterr().err
     with np.load(model, allow_pickle=False) as npz:
-        assert "net.support_exp" in npz.files
-    prefix = cli_files["tmp"] / "adaptive"
+        assert "steps" in npz.files and "net.support_exp" not in npz.files
+    prefix = cli_files["tmp"] / "plain"
     ret = cli.main(
         ["apply", str(model), *common, "--condition", "Right Auditory"]
         + ["--tmin", "0.08", "--tmax", "0.1", "--alpha", "30", "-o", str(prefix), "-q"]

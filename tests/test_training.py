@@ -9,7 +9,7 @@ import torch
 
 from mne_lista import StepLISTA, ista
 from mne_lista._lasso import alpha_max, objective
-from mne_lista.networks import StepLISTANet
+from mne_lista.networks import BacktrackStepLISTANet, StepLISTANet
 from mne_lista.simulation import simulate_data
 from mne_lista.training import evaluate, fit_network, train
 
@@ -142,8 +142,9 @@ def test_step_lista_fit_solve(evoked_cov, fwd_surf):
     np.testing.assert_allclose(z1, Z[:, 0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="X must have shape"):
         model.solve(X[:10], lam)
+    assert isinstance(model.net, BacktrackStepLISTANet)  # the default
     steps = model.net.steps
-    model.net = StepLISTANet(p, 5)  # refit from scratch: same seed, same steps
+    model.net = model._make_net()  # refit from scratch: same seed, same steps
     model.fit(n_samples=64, n_epochs=2, random_state=0, verbose=False)
     np.testing.assert_array_equal(model.net.steps, steps)
 
@@ -230,3 +231,12 @@ def test_fit_network_counts_diverged_samples(problem_surf_fixed):
     messages = [str(w.message) for w in record]
     assert any("trained steps diverge on 32 of 32" in m for m in messages)
     assert hist["n_diverged"] == dict(val=32, harder=32)
+
+
+def test_no_progress_warning(problem_surf_fixed, surf_data):
+    """A training that does not improve on the untrained network says so."""
+    (X, lam), (X_val, lam_val), _ = surf_data
+    net = StepLISTANet(problem_surf_fixed, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="did not lower the validation loss"):
+        train(net, X, lam, X_val, lam_val, n_epochs=1, lr=0.0, random_state=0)
+    np.testing.assert_allclose(net.steps * net.lipschitz, 1.0, rtol=1e-12)

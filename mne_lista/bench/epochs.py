@@ -176,6 +176,7 @@ def run(
     *,
     alpha=40.0,
     n_layers=20,
+    adaptive=True,
     model=None,
     fit_time=None,
     n_mxne=10,
@@ -195,6 +196,10 @@ def run(
         Regularization (%% of alpha_max) for every method.
     n_layers : int
         Layers of the network trained here (ignored with ``model``).
+    adaptive : bool
+        The network trained here: adaptive (default of
+        :class:`mne_lista.StepLISTA`) or plain Step-LISTA (ignored with
+        ``model``).
     model : path-like | None
         A saved model (:func:`mne_lista.read_step_lista`); None trains one.
     fit_time : float | None
@@ -220,7 +225,15 @@ def run(
     t0 = time.perf_counter()
     evoked, cov, fwd = _setup(seed)
     if model is None:
-        est = StepLISTA(fwd, cov, evoked.info, n_layers=n_layers, loose=1.0, depth=0.9)
+        est = StepLISTA(
+            fwd,
+            cov,
+            evoked.info,
+            n_layers=n_layers,
+            loose=1.0,
+            depth=0.9,
+            adaptive=adaptive,
+        )
         t_fit = time.perf_counter()
         est.fit(random_state=seed, max_time=fit_time)
         t_fit = time.perf_counter() - t_fit
@@ -240,6 +253,7 @@ def run(
         gain_shape=[n, m],
         alpha=alpha,
         n_layers=est.n_layers,
+        adaptive=bool(est.adaptive),
         fit_time_s=t_fit,
         lam_range=list(getattr(est, "lam_range", []) or []),
         amplitude=amplitude,
@@ -357,7 +371,8 @@ def format_table(res):
     lines = [
         f"{res['n_epochs']} epochs x {res['n_times']} samples, gain "
         f"{res['gain_shape'][0]} x {res['gain_shape'][1]}, alpha={res['alpha']}%, "
-        f"Step-LISTA {res['n_layers']} layers (fit {res['fit_time_s']} s, "
+        f"Step-LISTA ({'adaptive' if res.get('adaptive', False) else 'plain'}) "
+        f"{res['n_layers']} layers (fit {res['fit_time_s']} s, "
         f"lam range {res['lam_range']}), amplitude {1e9 * res['amplitude']:g} nAm, "
         f"median SNR {res['median_snr']:.2f}, "
         f"{res['torch_threads']} torch threads",
@@ -400,6 +415,9 @@ def main(argv=None):
     parser.add_argument("--n-epochs", type=int, default=None)
     parser.add_argument("--alpha", type=float, default=40.0)
     parser.add_argument("--n-layers", type=int, default=20)
+    parser.add_argument(
+        "--plain", action="store_true", help="train plain Step-LISTA (not adaptive)"
+    )
     parser.add_argument("--model", default=None, help="a saved Step-LISTA model")
     parser.add_argument(
         "--fit-time", type=float, default=None, help="training budget (s)"
@@ -418,6 +436,7 @@ def main(argv=None):
         n_epochs=args.n_epochs or (20 if quick else 300),
         alpha=args.alpha,
         n_layers=args.n_layers,
+        adaptive=not args.plain,
         model=args.model,
         fit_time=args.fit_time
         if args.fit_time is not None

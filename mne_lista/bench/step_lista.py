@@ -2,8 +2,9 @@
 
 On the 516-source fixed-orientation surface forward and on the 7 mm volume
 forward (free orientation) of the MNE sample subset, with networks trained
-by :func:`mne_lista.training.fit_network` (Step-LISTA: the default
-:meth:`mne_lista.StepLISTA.fit`, timed), this measures on held-out test sets
+by :func:`mne_lista.training.fit_network` (plain Step-LISTA:
+``StepLISTA(adaptive=False).fit()`` with the default recipe, timed), this
+measures on held-out test sets
 the mean relative suboptimality ``(F(z_T) - F(z*)) / F(0)`` against the
 number of layers/iterations ``T``, with ``z*`` from the certified reference
 :func:`mne_lista.solve_lasso`:
@@ -19,10 +20,18 @@ number of layers/iterations ``T``, with ``z*`` from the certified reference
 Optional extra rows (``--extra``, :data:`EXTRA_KINDS`) add networks of
 :func:`mne_lista.networks.make_network` at ``T = 20`` trained with the same
 recipe and seed as the default ``fit()`` (``backtrack_step`` is the network
-of ``StepLISTA(adaptive=True)``), with their cost in gain products
+of ``StepLISTA()``, whose default is ``adaptive=True``), with their cost in
+gain products
 (``D z`` or ``D^T r``) per sample and layer on each test set (2 for
 Step-LISTA, ISTA and FISTA; more for the safeguarded networks, which redo
 the rejected steps) and the FISTA iterations matching them at equal cost.
+
+``--oracle`` adds a reference no network can beat cheaply: the greedy
+per-sample step oracle (:func:`greedy_step_oracle`), which at every layer
+tries ``n_trials`` steps from ``1/L`` to ``10^4/L`` for each sample and keeps
+the one with the lowest objective (``n_trials + 1`` gain products per sample
+and layer), i.e. what a perfect per-layer choice of a per-sample step gives
+when made greedily.
 
 It also reports the number of FISTA iterations matching Step-LISTA at
 ``T = 20`` (log-log interpolation of FISTA's curve), the learned steps
@@ -42,7 +51,13 @@ import numpy as np
 import torch
 from mne.utils import logger, verbose
 
-from .._lasso import alpha_max, objective
+from .._lasso import (
+    alpha_max,
+    objective,
+    objective_from_residual,
+    prox,
+    zero_objective,
+)
 from ..networks import ALISTANet, LISTANet, StepLISTANet, make_network
 from ..simulation import simulate_data
 from ..solvers import ista, solve_lasso
@@ -129,7 +144,7 @@ def _rel_obj(problem, X, lam, Z):
     X = torch.as_tensor(X)
     Z = torch.as_tensor(Z).to(torch.float64)
     f = objective(D, X, Z, torch.as_tensor(lam), problem.n_orient)
-    return (f / (0.5 * (X * X).sum(0))).numpy()
+    return (f / zero_objective(X)).numpy()
 
 
 def _net_out(net, X, lam, n_layers=None):
@@ -158,6 +173,58 @@ def _match(curve, value):
     return float(np.exp(x0 + (np.log(value) - y0) * (x1 - x0) / (y1 - y0)))
 
 
+def greedy_step_oracle(problem, X, lam, n_layers=20, n_trials=60, max_step=1e4):
+    """Proximal gradient with the best of ``n_trials`` steps per sample and layer.
+
+    At each layer and for each column, the steps ``a / L`` with ``a`` in
+    ``geomspace(1, max_step, n_trials)`` are tried from the same gradient
+    and the iterate with the lowest Lasso objective is kept. The ISTA step
+    (``a = 1``) is among them, so the objective never increases and the
+    oracle is never worse than ISTA layer by layer (``n_trials=1`` is ISTA).
+    Float64, on the CPU.
+
+    Parameters
+    ----------
+    problem : LassoProblem
+        The problem.
+    X : array, shape (n, B)
+        Whitened data.
+    lam : array, shape (B,)
+        Regularization parameters.
+    n_layers : int
+        Number of layers (iterations).
+    n_trials : int
+        Number of steps tried per layer.
+    max_step : float
+        Largest step, in units of ``1/L``.
+
+    Returns
+    -------
+    Z : array, shape (m, B)
+        The iterate after ``n_layers`` layers.
+    """
+    D = torch.as_tensor(problem.gain, dtype=torch.float64)
+    X = torch.as_tensor(X, dtype=torch.float64)
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    no = problem.n_orient
+    Z = X.new_zeros((problem.n_sources, X.shape[1]))
+    trials = np.geomspace(1.0, max_step, n_trials) / problem.lipschitz
+    for _ in range(n_layers):
+        grad = D.T @ (D @ Z - X)
+        best, best_f = None, None
+        for step in trials:
+            Z_s = prox(Z - step * grad, step * lam, no)
+            f = objective_from_residual(D @ Z_s - X, Z_s, lam, no)
+            if best is None:
+                best, best_f = Z_s, f
+            else:
+                better = f < best_f
+                best = torch.where(better[None], Z_s, best)
+                best_f = torch.where(better, f, best_f)
+        Z = best
+    return Z.numpy()
+
+
 def _inv_lip_supports(problem, Z):
     """L / L_S on the supports of the columns of Z (L_S = ||D_S||_2^2)."""
     out = []
@@ -174,6 +241,7 @@ def run(
     *,
     quick=False,
     extra=(),
+    oracle=False,
     out=None,
     random_state=0,
     verbose=None,
@@ -190,6 +258,9 @@ def run(
         Extra networks at ``T = 20`` (names in :data:`EXTRA_KINDS`), trained
         like the default ``fit()``; their rows give the cost in gain products
         per layer.
+    oracle : bool
+        Also run :func:`greedy_step_oracle` (60 trial steps, ``T = 20``) on
+        every test set.
     out : path-like | None
         Folder for ``step_lista.json`` and ``step_lista.png``.
     random_state : int
@@ -206,7 +277,7 @@ def run(
             raise ValueError(f"extra must be in {EXTRA_KINDS}, got {name!r}")
     results = dict(quick=bool(quick), T=list(T_LIST), extra=list(extra), forwards={})
     for kind in kinds:
-        results["forwards"][kind] = _run_one(kind, quick, random_state, extra)
+        results["forwards"][kind] = _run_one(kind, quick, random_state, extra, oracle)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +287,7 @@ def run(
     return results
 
 
-def _run_one(kind, quick, seed, extra=()):
+def _run_one(kind, quick, seed, extra=(), oracle=False):
     StepLISTA, fwd, cov, evoked, kw = _setup(kind)
     is_vol = kind == "vol"
     n_test = (20 if quick else 150) if is_vol else (50 if quick else 400)
@@ -224,8 +295,8 @@ def _run_one(kind, quick, seed, extra=()):
     # comparators and other depths: a smaller budget than the default fit
     other_kw = fit_kw if quick else dict(n_samples=1024, n_epochs=3 if is_vol else 20)
 
-    # the default fit of the estimator (timed), Step-LISTA at T = 20
-    model = StepLISTA(fwd, cov, evoked.info, n_layers=20, **kw)
+    # the default fit of plain Step-LISTA (timed), T = 20
+    model = StepLISTA(fwd, cov, evoked.info, n_layers=20, adaptive=False, **kw)
     problem = model.problem
     t0 = time.perf_counter()
     model.fit(random_state=seed, verbose=False, **fit_kw)
@@ -321,6 +392,12 @@ def _run_one(kind, quick, seed, extra=()):
                 nets[(name, 20)], X.shape[1]
             )
             r[f"fista_iters_matching_{name}_20"] = _match(r["fista_curve"], r[name][20])
+        if oracle:
+            r["oracle_step"] = {20: sub(greedy_step_oracle(problem, X, lam, 20))}
+            r["products_per_layer"]["oracle_step"] = 61.0
+            r["fista_iters_matching_oracle_step_20"] = _match(
+                r["fista_curve"], r["oracle_step"][20]
+            )
         r["ista_20_over_step_20"] = r["ista"][20] / max(r["step"][20], 1e-300)
         r["L_over_LS"] = np.quantile(
             _inv_lip_supports(problem, Zs), [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -359,6 +436,10 @@ def _plot(results, fname):
             cost = r["products_per_layer"][name]
             ax.loglog(
                 [10 * cost], [r[name][20]], f"C{5 + i}*", ms=9, label=f"{name} T=20"
+            )
+        if "oracle_step" in r:  # at T = 20 layers (61 products each)
+            ax.loglog(
+                [20], [r["oracle_step"][20]], "kx", ms=9, label="step oracle T=20"
             )
         ax.set(
             xlabel="layers / iterations T",
@@ -406,6 +487,12 @@ def _table(results):
                 f"{r['fista_iters_matching_step_20']:.0f}; L/L_S quantiles "
                 "(5,25,50,75,95%): " + " ".join(f"{v:.3g}" for v in r["L_over_LS"])
             )
+            if "oracle_step" in r:
+                lines.append(
+                    f"{set_name:9s} greedy step oracle T=20 (61 products per layer): "
+                    f"{r['oracle_step'][20]:.3e}, FISTA iterations matching "
+                    f"{r['fista_iters_matching_oracle_step_20']:.0f}"
+                )
             for name in results.get("extra", ()):
                 cost = r["products_per_layer"][name]
                 lines.append(
@@ -434,6 +521,11 @@ def main(argv=None):
         choices=list(EXTRA_KINDS),
         help="extra networks at T=20 (default recipe), with their cost",
     )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="add the greedy per-sample step oracle (60 trial steps per layer)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -441,6 +533,7 @@ def main(argv=None):
         tuple(args.kinds),
         quick=args.quick,
         extra=tuple(args.extra),
+        oracle=args.oracle,
         out=args.out,
         random_state=args.seed,
     )
