@@ -13,8 +13,9 @@ constant of the gain restricted to the support, much larger than the
 global ``1/L``. The network learns such larger steps from data.
 
 Here we build the Lasso problem of a real MEG forward model, train
-Step-LISTA, its adaptive variant (``StepLISTA(adaptive=True)``: per-sample
-steps that grow as the support of the iterate shrinks, with backtracking)
+Step-LISTA, its adaptive variant (the network of ``StepLISTA()``, whose
+default is ``adaptive=True``: per-sample steps that grow as the support of
+the iterate shrinks, with backtracking)
 and coupled LISTA on simulated sources,
 and compare the suboptimality ``F(z_t) - F(z*)`` after ``t`` layers with
 ISTA and FISTA after ``t`` iterations on independent test data; then we plot
