@@ -230,7 +230,9 @@ def test_fit_network_counts_diverged_samples(problem_surf_fixed):
     with pytest.warns(RuntimeWarning) as record:
         hist = fit_network(net, p, verbose=False, **kw)
     messages = [str(w.message) for w in record]
-    assert any("trained steps diverge on 32 of 32" in m for m in messages)
+    assert len(messages) == 2, messages  # one per set
+    assert "zero solution on 32 of 32 validation samples" in messages[0]
+    assert "trained steps diverge on 32 of 32 samples harder" in messages[1]
     assert hist["n_diverged"] == dict(val=32, harder=32)
 
 
