@@ -83,15 +83,14 @@ class StepLISTA(_UnrolledInverse):
         is retried smaller, then replaced by the ISTA step
         (:class:`~mne_lista.networks.BacktrackStepLISTANet`): the objective
         of every sample never increases from one layer to the next, whatever
-        the data. About
-        20-40 %% more gain products per layer than plain Step-LISTA (1.8 to
-        2.1 times the network's time on a CPU, although ``apply_epochs`` as a
-        whole was faster in ``bench epochs``: its sparser outputs are cheaper
-        to debias) and a 4-5 times longer training, but much more accurate at
-        equal depth and never divergent (see Notes). If
-        False, plain Step-LISTA (Ablin et al., 2019): one learned step per
-        layer, two gain products per layer and sample, which can diverge on
-        samples unlike its training data.
+        the data. About 20-40 %% more gain products per layer than plain
+        Step-LISTA (1.8 to 2.1 times the network's time on a CPU, although
+        ``apply_epochs`` as a whole was faster in ``bench epochs``: its
+        sparser outputs are cheaper to debias) and a 4-5 times longer
+        training, but much more accurate at equal depth and never divergent
+        (see Notes). If False, plain Step-LISTA (Ablin et al., 2019): one
+        learned step per layer, two gain products per layer and sample,
+        which can diverge on samples unlike its training data.
     %(verbose)s
 
     Attributes

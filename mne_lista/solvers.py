@@ -225,7 +225,7 @@ def solve_lasso(
         Z0 = _init(problem, Xt, Z0.cpu() if isinstance(Z0, torch.Tensor) else Z0)
         # a starting point worse than zero (e.g. a diverged network's output)
         # can stall the solver's warm start: those columns start from zero
-        worse = ~(objective(D, Xt, Z0, lam, no) <= 0.5 * (Xt * Xt).sum(0))
+        worse = ~(objective(D, Xt, Z0, lam, no) <= zero_objective(Xt))
         if bool(worse.any()):
             logger.info(f"    {int(worse.sum())} starting point(s) worse than 0")
             Z0[:, worse] = 0.0

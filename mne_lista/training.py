@@ -61,18 +61,23 @@ def _batched_objectives(net, X, lam, n_layers=None, batch_size=2048):
 @torch.no_grad()
 def evaluate(net, X, lam, n_layers=None, batch_size=2048):
     """Mean normalized objective of the network over a data set (no grad)."""
-    batches = _batched_objectives(net, X, lam, n_layers, batch_size)
-    return sum(float(f.sum()) for f in batches) / X.shape[1]
+    return _evaluate_and_count(net, X, lam, n_layers, batch_size)[0]
 
 
 @torch.no_grad()
-def _evaluate_and_count(net, X, lam):
+def _evaluate_and_count(net, X, lam, n_layers=None, batch_size=2048):
     """Mean normalized objective and number of outputs worse than zero."""
     total, n_diverged = 0.0, 0
-    for f in _batched_objectives(net, X, lam):
+    for f in _batched_objectives(net, X, lam, n_layers, batch_size):
         total += float(f.sum())
         n_diverged += int((~(f <= 1.0)).sum())
     return total / X.shape[1], n_diverged
+
+
+_ADAPTIVE_HINT = (
+    "The adaptive network (the default, StepLISTA(adaptive=True)) never "
+    "increases the objective"
+)
 
 
 def _as_data(net, X, lam, name):
@@ -226,8 +231,7 @@ def train(
             "the trained network does worse than the zero solution on "
             f"{n_div} of {X_val.shape[1]} validation samples (mean F(z)/F(0) = "
             f"{history['best_val_loss']:.3g}): its steps diverge on these data. "
-            "The adaptive network (the default, StepLISTA(adaptive=True)) never "
-            "increases the objective"
+            + _ADAPTIVE_HINT
         )
     elif not history["best_val_loss"] < (1.0 - 1e-4) * init_val:
         warn(
@@ -585,9 +589,9 @@ def fit_network(
     and on as many harder ones (more sources than trained, up to twice as
     many, and an SNR up to 5 dB below the trained range) are checked: a
     warning for each set counts the samples whose objective is above that of
-    the zero solution. Learned
-    steps beyond ``2 / L`` can diverge on some samples (seen with plain
-    Step-LISTA at 20 layers on the 516-source surface forward).
+    the zero solution. Learned steps beyond ``2 / L`` can diverge on some
+    samples (seen with plain Step-LISTA at 20 layers on the 516-source
+    surface forward).
     """
     from .simulation import _check_range, simulate_data
 
@@ -632,8 +636,7 @@ def fit_network(
             f"the trained steps diverge on {n_div} of {n_val} samples harder than "
             f"the training ones ({kw['n_sources'][0]}-{kw['n_sources'][1]} "
             f"sources, SNR {kw['snr'][0]:g}-{kw['snr'][1]:g} dB): there the output "
-            "is worse than zero. The adaptive network (the default, "
-            "StepLISTA(adaptive=True)) never increases the objective"
+            "is worse than zero. " + _ADAPTIVE_HINT
         )
     history.update(
         lam_range=lam_range,

@@ -55,7 +55,6 @@ from mne.utils import logger, verbose
 from .._lasso import (
     alpha_max,
     objective,
-    objective_from_residual,
     prox,
     zero_objective,
 )
@@ -217,7 +216,7 @@ def greedy_step_oracle(problem, X, lam, n_layers=20, n_trials=60, max_step=1e4):
         best, best_f = None, None
         for step in trials:
             Z_s = prox(Z - step * grad, step * lam, no)
-            f = objective_from_residual(D @ Z_s - X, Z_s, lam, no)
+            f = objective(D, X, Z_s, lam, no)
             if best is None:
                 best, best_f = Z_s, f
             else:
