@@ -202,6 +202,11 @@ def _read_arrays(fname):
     return steps, fp, meta, extra
 
 
+def read_model_metadata(fname):
+    """The JSON metadata of a model file (validated), e.g. its ``network``."""
+    return _read_arrays(fname)[2]
+
+
 def check_model_problem(problem, fp, meta, what="the model"):
     """Raise a clear error when a problem is not the one a model was made for."""
     ch_names = list(meta["ch_names"])
