@@ -1,10 +1,9 @@
 """mne-lista: MEG/EEG sparse source localization with learned step sizes."""
 
-from ._io import read_step_lista
 from ._problem import LassoProblem, prepare_problem
-from .inverse import StepLISTA, step_lista
+from .inverse import StepLISTA, read_step_lista, step_lista
 from .mxne import StepMxNE, read_step_mxne
-from .solvers import fista, ista, relative_gap, solve_lasso
+from .solvers import fista, ista, relative_gap, solve_lasso, solve_mxne
 
 __version__ = "0.1.0.dev0"
 
@@ -15,6 +14,7 @@ __all__ = [
     "fista",
     "relative_gap",
     "solve_lasso",
+    "solve_mxne",
     "StepLISTA",
     "step_lista",
     "read_step_lista",

@@ -1,5 +1,7 @@
 """Shared docstring entries, filled as MNE fills its own (``%(name)s``)."""
 
+import re
+
 from mne.utils.docs import docdict as _mne_docdict
 
 docdict = {key: _mne_docdict[key] for key in ("loose", "depth", "verbose")}
@@ -19,11 +21,62 @@ rank : None | 'info' | 'full' | dict
 device : str | torch.device
     Where to run the network ('cpu', 'cuda', 'cuda:1', ...)."""
 
+docdict["alpha"] = """\
+alpha : float
+    Regularization in [0, 100), in %% of alpha_max (the smallest
+    regularization that gives a zero estimate), as in
+    :func:`mne.inverse_sparse.mixed_norm`."""
+docdict["apply_outputs"] = """\
+debias : bool
+    Remove the amplitude bias of the penalty on the active set (MNE's
+    ``compute_bias``).
+return_residual : bool
+    Also return the residual (data not explained) as an Evoked.
+return_as_dipoles : bool
+    Return a list of :class:`mne.Dipole` instead of a source estimate.
+pick_ori : None | 'vector'
+    With 'vector' (free/loose orientation), keep the xyz components
+    (VectorSourceEstimate, ...); by default their norm is returned."""
+docdict["epochs_batches"] = """\
+batch_size : int | None
+    Number of epochs solved together. By default, as many as fit in
+    ``max_memory``.
+max_memory : float | None
+    Approximate memory budget of one batch in bytes (default 512 MiB);
+    ignored when ``batch_size`` is given.
+return_generator : bool
+    Return a generator yielding one estimate per epoch (as soon as its
+    batch is done) instead of a list."""
+docdict["apply_returns"] = """\
+stc : SourceEstimate | VolSourceEstimate | MixedSourceEstimate | ...
+    The active sources in Am, the class following the source space (and
+    ``pick_ori``); a list of Dipole with ``return_as_dipoles``.
+residual : Evoked
+    Only with ``return_residual=True``."""
+docdict["epochs_returns"] = """\
+stcs : list | generator
+    One source estimate per epoch, each as :meth:`apply` gives it for the
+    epoch as an evoked response (its own alpha_max): the results do not
+    depend on ``batch_size`` / ``max_memory``. ``certificate_`` holds the
+    per-epoch arrays (filled as the generator advances)."""
+docdict["random_state"] = """\
+random_state : None | int
+    Seed: simulation and training are deterministic for an int."""
+docdict["fit_returns"] = """\
+self : instance
+    The trained model, with ``lam_range`` (the trained range of
+    ``lam / alpha_max``) and ``history_`` (the training history, see
+    :func:`mne_lista.training.train`)."""
+
 
 def fill_doc(obj):
     """Fill ``%(name)s`` in the docstring of obj with :data:`docdict` entries.
 
-    As :func:`mne.utils.fill_doc`: the entries are indented as the docstring.
+    As :func:`mne.utils.fill_doc`, entries indented as the docstring. Only
+    the names of :data:`docdict` are filled and ``%%`` is kept, so that a
+    function can then be decorated by :func:`mne.verbose` (which fills MNE's
+    own names and unescapes ``%%``): put ``@verbose`` above ``@fill_doc``.
+    A class has no such second pass: its ``%%`` are unescaped here.
     """
     doc = obj.__doc__
     lines = doc.splitlines()
@@ -33,11 +86,15 @@ def fill_doc(obj):
     )
     pad = " " * indent
 
-    def indented(text):
-        lines = text.strip().splitlines()
+    def indented(match):
+        key = match.group(1)
+        if key not in docdict:
+            return match.group(0)
+        lines = docdict[key].strip().splitlines()
         return "\n".join(
             lines[:1] + [pad + line if line.strip() else "" for line in lines[1:]]
         )
 
-    obj.__doc__ = doc % {key: indented(value) for key, value in docdict.items()}
+    doc = re.sub(r"%\((\w+)\)s", indented, doc)
+    obj.__doc__ = doc.replace("%%", "%") if isinstance(obj, type) else doc
     return obj

@@ -1,4 +1,4 @@
-"""Saving and reading trained Step-LISTA models without pickled code.
+"""The model file format: learned parameters without pickled code.
 
 A model file is a NumPy ``.npz`` archive read with ``allow_pickle=False``:
 
@@ -14,19 +14,22 @@ A model file is a NumPy ``.npz`` archive read with ``allow_pickle=False``:
   rank, channel names, gain shape and Lipschitz constant).
 
 The file does not hold the forward model: like the weights of any neural
-network, the steps are read back onto the problem they were trained for,
-``read_step_lista(fname, forward, noise_cov, info)``, which rebuilds the
-problem exactly as the constructor does and refuses (clear error) a forward,
-covariance or channel set that does not match the fingerprint.
+network, the steps are read back onto the problem they were trained for (the
+readers next to each estimator, ``read_step_lista(fname, forward, noise_cov,
+info)`` and ``read_step_mxne``, rebuild the problem exactly as the
+constructor does and refuse, with a clear error, a forward, covariance or
+channel set that does not match the fingerprint). This module knows the
+format only; it builds no estimator.
 """
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from mne.utils import _validate_type, logger, verbose
+from mne.utils import _validate_type, logger
 
 FORMAT_NAME = "mne-lista-step-lista"
 FORMAT_VERSION = 1
@@ -69,8 +72,13 @@ def _jsonable(value):
     raise TypeError(f"cannot save a parameter of type {type(value)} in a model")
 
 
-def write_step_lista(fname, model, *, overwrite=False):
-    """Write a StepLISTA model (see :meth:`mne_lista.StepLISTA.save`)."""
+def write_model(fname, *, problem, net, network, lam_range=None, overwrite=False):
+    """Write a model file atomically (see the module docstring).
+
+    The arrays go to a temporary file in the destination folder, renamed
+    over ``fname`` once complete: an interrupted write leaves no partial
+    file.
+    """
     from . import __version__
 
     fname = Path(os.fspath(fname))
@@ -80,16 +88,13 @@ def write_step_lista(fname, model, *, overwrite=False):
             f"Destination file exists: {fname}. Please use overwrite=True to "
             "overwrite it."
         )
-    problem = model.problem
-    net = model.net
-    dtype = str(next(net.buffers()).dtype).replace("torch.", "")
-    lam_range = getattr(model, "lam_range", None)
+    dtype = str(net.G.dtype).replace("torch.", "")
     meta = dict(
         format=FORMAT_NAME,
         format_version=FORMAT_VERSION,
         mne_lista_version=__version__,
-        network=type(net).__name__,
-        n_layers=int(model.n_layers),
+        network=network,
+        n_layers=int(net.n_layers),
         dtype=dtype,
         lam_range=None if lam_range is None else [float(v) for v in lam_range],
         n_orient=int(problem.n_orient),
@@ -109,26 +114,34 @@ def write_step_lista(fname, model, *, overwrite=False):
     )
     for name, value in _extra_state(net).items():
         arrays[f"net.{name}"] = value.detach().cpu().double().numpy()
-    # write through a file object so that numpy does not append ".npz"
-    with open(fname, "wb") as fid:
-        np.savez(fid, **arrays)
+    fd, tmp = tempfile.mkstemp(prefix=f".{fname.name}.", dir=fname.parent)
+    try:
+        # through a file object so that numpy does not append ".npz"
+        with os.fdopen(fd, "wb") as fid:
+            np.savez(fid, **arrays)
+        os.replace(tmp, fname)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     logger.info(f"Wrote {fname}")
     return fname
 
 
 def _extra_state(net):
     """The learned arrays of a network besides its steps (and the gain)."""
-    return {k: v for k, v in net.state_dict().items() if k not in ("D", "log_steps")}
+    return {k: v for k, v in net.state_dict().items() if k not in ("G", "log_steps")}
 
 
-def load_extra_state(net, extra, fname):
-    """Copy the saved extra arrays (see :func:`_read_arrays`) into ``net``.
+def load_network(net, arrays, fname):
+    """Copy the steps and the other saved arrays into ``net``.
 
     Learned parameters must be finite; buffers may hold NaN (a reference not
     yet set, as in an untrained network).
     """
     import torch
 
+    net.set_steps(arrays["steps"])
+    extra = arrays["extra"]
     expected = _extra_state(net)
     if set(extra) != set(expected):
         raise ValueError(
@@ -149,11 +162,12 @@ def load_extra_state(net, extra, fname):
             ref.copy_(value)
 
 
-def _read_arrays(fname):
+def read_model_arrays(fname):
     """Read and validate the arrays and metadata of a model file.
 
-    Returns the steps, the fingerprint, the metadata and the other learned
-    arrays of the network (``{name: array}`` from the ``net.<name>`` entries).
+    Returns a dict: ``steps``, ``fingerprint``, ``metadata`` (a dict) and
+    ``extra``, the other learned arrays of the network (``{name: array}``
+    from the ``net.<name>`` entries).
     """
     fname = Path(os.fspath(fname))
     if not fname.is_file():
@@ -199,16 +213,17 @@ def _read_arrays(fname):
     extra = {k[4:]: v for k, v in arrays.items() if k.startswith("net.")}
     if "momentum" in arrays:  # StepFISTAMxNENet files before net.<name>
         extra.setdefault("momentum", arrays["momentum"])
-    return steps, fp, meta, extra
+    return dict(steps=steps, fingerprint=fp, metadata=meta, extra=extra)
 
 
 def read_model_metadata(fname):
     """The JSON metadata of a model file (validated), e.g. its ``network``."""
-    return _read_arrays(fname)[2]
+    return read_model_arrays(fname)["metadata"]
 
 
-def check_model_problem(problem, fp, meta, what="the model"):
+def check_model_problem(problem, fp, meta, fname=None):
     """Raise a clear error when a problem is not the one a model was made for."""
+    what = "the model" if fname is None else f"the model in {fname}"
     ch_names = list(meta["ch_names"])
     if list(problem.ch_names) != ch_names:
         extra = sorted(set(problem.ch_names) - set(ch_names))
@@ -241,70 +256,9 @@ def check_model_problem(problem, fp, meta, what="the model"):
         )
 
 
-@verbose
-def read_step_lista(fname, forward, noise_cov, info, *, device="cpu", verbose=None):
-    """Read a Step-LISTA model saved with :meth:`mne_lista.StepLISTA.save`.
-
-    The steps are loaded without unpickling any code and attached to the
-    problem rebuilt from ``forward``, ``noise_cov`` and ``info`` with the
-    saved ``loose``, ``depth`` and ``rank``; its whitened gain must match the
-    saved fingerprint.
-
-    Parameters
-    ----------
-    fname : path-like
-        The model file.
-    forward : Forward
-        The forward solution the model was trained with.
-    noise_cov : Covariance
-        The noise covariance the model was trained with.
-    info : Info | Evoked | Epochs
-        Measurement info with the same good channels and projectors.
-    device : str | torch.device
-        Where to put the network.
-    %(verbose)s
-
-    Returns
-    -------
-    model : StepLISTA
-        The trained model, ready to :meth:`~mne_lista.StepLISTA.apply`.
-    """
-    import torch
-
-    from .inverse import StepLISTA
-
-    steps, fp, meta, extra = _read_arrays(fname)
-    network = meta.get("network", "StepLISTANet")
-    if network not in ("StepLISTANet", "BacktrackStepLISTANet"):
-        raise ValueError(
-            f"{fname} holds a {network} network, not a StepLISTANet or "
-            "BacktrackStepLISTANet"
-        )
-    model = StepLISTA(
-        forward,
-        noise_cov,
-        info,
-        n_layers=int(meta["n_layers"]),
-        loose=meta.get("loose", "auto"),
-        depth=meta.get("depth", 0.8),
-        rank=meta.get("rank"),
-        device=device,
-        adaptive=network == "BacktrackStepLISTANet",
-    )
-    check_model_problem(model.problem, fp, meta, what=f"the model in {fname}")
-    dtype = getattr(torch, str(meta["dtype"]), None)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{fname}: unsupported network dtype {meta['dtype']!r}")
-    if next(model.net.buffers()).dtype != dtype:
-        model.net = model._make_net(dtype).to(model.device)
-    model.net.set_steps(steps)
-    load_extra_state(model.net, extra, fname)
-    if meta.get("lam_range") is not None:
-        model.lam_range = tuple(float(v) for v in meta["lam_range"])
-    logger.info(
-        f"Read {model!r} from {fname} (mne-lista {meta.get('mne_lista_version')})"
-    )
-    return model
-
-
-__all__ = ["read_step_lista", "write_step_lista", "gain_fingerprint"]
+__all__ = [
+    "gain_fingerprint",
+    "read_model_arrays",
+    "read_model_metadata",
+    "write_model",
+]

@@ -14,7 +14,7 @@ from mne.io.constants import FIFF
 from mne.utils import _validate_type, logger, verbose
 
 from . import _compat
-from ._lasso import to_tensor
+from ._l21 import to_tensor
 
 
 class LassoProblem:
@@ -100,9 +100,9 @@ class LassoProblem:
         """``||G_p||_2^2`` of each source position's block of gain columns.
 
         Shape ``(n_positions,)``, cached per device and dtype as
-        :meth:`gain_tensor` (see :func:`mne_lista._l21.position_lipschitz`).
+        :meth:`gain_tensor` (see :func:`mne_lista.solvers.position_lipschitz`).
         """
-        from ._l21 import position_lipschitz
+        from ._bcd import position_lipschitz
 
         key = ("position_lipschitz", str(torch.device(device)), dtype)
         if key not in self._tensors:
@@ -134,7 +134,12 @@ class LassoProblem:
         if self.whitener is None:
             raise RuntimeError("This problem has no whitener (built from a gain).")
         if isinstance(inst, Evoked | BaseEpochs):
-            data = _pick_data(inst, self.ch_names)
+            picks = _check_channels_of(self, inst)
+            data = (
+                inst.get_data(picks=picks)
+                if isinstance(inst, BaseEpochs)
+                else (inst.data[picks])
+            )
         elif isinstance(inst, np.ndarray | torch.Tensor):
             data = np.asarray(inst.cpu() if isinstance(inst, torch.Tensor) else inst)
             if data.ndim not in (2, 3) or data.shape[-2] != len(self.ch_names):
@@ -154,9 +159,16 @@ class LassoProblem:
         return np.matmul(self.whitener, data)
 
 
-def _pick_data(inst, ch_names):
-    """Data of ch_names from an Evoked/Epochs, with clear channel errors."""
+def _check_channels_of(problem, inst):
+    """Indices of the problem's channels in an Evoked/Epochs, with clear errors.
+
+    The data must hold every channel of the problem, none of them marked bad,
+    and an average reference projector for EEG.
+    """
+    if problem.whitener is None:
+        raise RuntimeError("This problem has no whitener (built from a gain).")
     _compat.check_reference(inst.info)
+    ch_names = problem.ch_names
     missing = [c for c in ch_names if c not in inst.ch_names]
     if missing:
         raise ValueError(
@@ -169,10 +181,7 @@ def _pick_data(inst, ch_names):
             f"channel(s) {bads[:10]} are marked bad in the data but used by "
             "the model: rebuild the model with the same bad channels"
         )
-    idx = [inst.ch_names.index(c) for c in ch_names]
-    if isinstance(inst, BaseEpochs):
-        return inst.get_data(picks=idx)
-    return inst.data[idx]
+    return [inst.ch_names.index(c) for c in ch_names]
 
 
 def _check_channels(forward, noise_cov, info):
@@ -275,32 +284,42 @@ def _check_problem(problem):
     return problem
 
 
-def _data_tensor(problem, X, device=None, dtype=None):
-    """X as a 2D tensor (n, B) checked against the problem, and a converter back.
+def _data_tensor(problem, X, device=None, dtype=None, *, windows=False):
+    """X as a tensor checked against the problem, the gain, and a converter back.
 
-    Returns (X_tensor, D_tensor, back) where back(Z) returns Z in the input's
-    kind (numpy array or tensor).
+    ``X`` is ``(n,)`` or ``(n, B)`` (per-sample problems) or, with
+    ``windows=True``, also ``(n, W, K)``. Returns ``(X_tensor, G, back)``:
+    ``X_tensor`` is ``(n, B)``, or ``(n, W, K)`` with ``windows=True`` (a
+    2D ``X`` then becomes ``(n, B, 1)``); ``back(Z)`` returns a solution in
+    the shape and kind (numpy array or tensor) of the input.
     """
     _check_problem(problem)
     is_numpy = not isinstance(X, torch.Tensor)
     Xt = to_tensor(X, device=device, dtype=dtype)
-    squeeze = Xt.ndim == 1
-    if squeeze:
+    in_ndim = Xt.ndim
+    if in_ndim == 1:
         Xt = Xt[:, None]
-    if Xt.ndim != 2 or Xt.shape[0] != problem.n_channels:
+    ok_ndim = (2, 3) if windows else (2,)
+    if Xt.ndim not in ok_ndim or Xt.shape[0] != problem.n_channels:
+        shapes = "(n, n_problems)" + (" or (n, n_windows, K)" if windows else "")
         raise ValueError(
-            f"X must have shape ({problem.n_channels}, n_problems), got "
-            f"{tuple(Xt.shape)}"
+            f"X must have shape {shapes} with n={problem.n_channels}, got "
+            f"{tuple(X.shape)}"
         )
     if not bool(torch.isfinite(Xt).all()):
         raise ValueError("X contains NaN or infinite values")
-    D = problem.gain_tensor(Xt.device, Xt.dtype)
+    if windows and Xt.ndim == 2:
+        Xt = Xt[:, :, None]
+    G = problem.gain_tensor(Xt.device, Xt.dtype)
 
     def back(Z):
-        Z = Z[:, 0] if squeeze else Z
+        if in_ndim == 1:
+            Z = Z.reshape(-1)
+        elif in_ndim == 2:
+            Z = Z.reshape(Z.shape[0], -1)
         return Z.detach().cpu().numpy() if is_numpy else Z
 
-    return Xt, D, back
+    return Xt, G, back
 
 
 __all__ = ["LassoProblem", "prepare_problem"]

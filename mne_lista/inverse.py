@@ -1,76 +1,24 @@
-"""The Step-LISTA estimator: an MNE inverse solver with learned step sizes."""
+"""StepLISTA: sparse source localization, one (group) Lasso per time sample."""
 
+import numpy as np
 import torch
-from mne.utils import _validate_type, verbose, warn
+from mne.utils import _validate_type, logger, verbose, warn
 
+from . import _l21
 from ._docs import fill_doc
-from ._io import read_step_lista  # noqa: F401 (exported here too)
-from ._problem import prepare_problem
-
-
-def _check_device(device):
-    """Return a torch.device, with a clear error when CUDA is absent."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={str(device)!r} was requested but CUDA is not available "
-            "on this machine (torch.cuda.is_available() is False); use "
-            "device='cpu'"
-        )
-    return device
-
-
-class _UnrolledInverse:
-    """Plumbing shared by the learned inverse solvers (StepLISTA, StepMxNE).
-
-    Builds the problem from forward + noise_cov + info, holds the network
-    ``self.net`` (made by ``_make_net``) on ``self.device``.
-    """
-
-    def _setup(
-        self,
-        forward,
-        noise_cov,
-        info,
-        *,
-        n_layers,
-        loose,
-        depth,
-        rank,
-        device,
-        **net_kwargs,
-    ):
-        from .networks import _check_n_layers
-
-        self.n_layers = _check_n_layers(n_layers)
-        self.device = _check_device(device)
-        self.problem = prepare_problem(
-            forward, noise_cov, info, loose=loose, depth=depth, rank=rank
-        )
-        self.net = self._make_net(**net_kwargs).to(self.device)
-
-    def __repr__(self):
-        return (
-            f"<{type(self).__name__} | {self.n_layers} layers | "
-            f"{self.problem!r} | device={self.device}>"
-        )
-
-    def to(self, device):
-        """Move the network to a device (e.g. 'cuda'); returns self."""
-        self.device = _check_device(device)
-        self.net.to(self.device)
-        return self
+from ._estimator import _Estimator
 
 
 @fill_doc
-class StepLISTA(_UnrolledInverse):
+class StepLISTA(_Estimator):
     """Sparse source localization with Step-LISTA.
 
     Step-LISTA (Ablin et al., NeurIPS 2019) is ISTA unrolled over
-    ``n_layers`` layers with one learned step size per layer, trained
-    unsupervised to minimize the (group) Lasso objective of the MEG/EEG
-    problem built from ``forward`` and ``noise_cov`` (as
-    :func:`mne.inverse_sparse.mixed_norm` builds it).
+    ``n_layers`` layers with learned step sizes, trained unsupervised to
+    minimize the (group) Lasso objective of the MEG/EEG problem built from
+    ``forward`` and ``noise_cov`` (as :func:`mne.inverse_sparse.mixed_norm`
+    builds it). Each time sample is one Lasso problem; all samples go
+    through the network at once.
 
     Parameters
     ----------
@@ -78,43 +26,40 @@ class StepLISTA(_UnrolledInverse):
     %(estimator_options)s
     adaptive : bool
         If True (default), the step of each sample also grows as the support
-        of its iterate shrinks (the good step is ``1 / L_S`` on the support
-        ``S``), and a step that would raise the Lasso objective of a sample
-        is retried smaller, then replaced by the ISTA step
-        (:class:`~mne_lista.networks.BacktrackStepLISTANet`): the objective
-        of every sample never increases from one layer to the next, whatever
-        the data. About 20-40 %% more gain products per layer than plain
-        Step-LISTA (1.8 to 2.1 times the network's time on a CPU, although
-        ``apply_epochs`` as a whole was faster in ``bench epochs``: its
-        sparser outputs are cheaper to debias) and a 4-5 times longer
-        training, but much more accurate at equal depth and never divergent
-        (see Notes). If False, plain Step-LISTA (Ablin et al., 2019): one
-        learned step per layer, two gain products per layer and sample,
-        which can diverge on samples unlike its training data.
+        of its iterate shrinks (the good step on a support ``S`` is
+        ``1 / L_S``), and a step that would raise the Lasso objective of a
+        sample is retried smaller, then replaced by the ISTA step
+        (:class:`~mne_lista.networks.UnrolledISTA` with
+        ``step_rule='support', safeguard='backtracking'``): the objective of
+        every sample never increases from one layer to the next, whatever
+        the data, at the price of a few more gain products per layer and a
+        longer training. If False, plain Step-LISTA (one learned step per
+        layer, two gain products per layer and sample), which can diverge on
+        samples unlike its training data.
     %(verbose)s
 
     Attributes
     ----------
     problem : LassoProblem
         The whitened, weighted problem.
-    net : BacktrackStepLISTANet | StepLISTANet
+    net : UnrolledISTA
         The unrolled network (its steps are the learned parameters).
+    lam_range : tuple | None
+        Range of ``lam / alpha_max`` the network was trained on.
+    history_ : dict | None
+        The training history (after :meth:`fit`).
+    certificate_ : dict | None
+        After :meth:`apply` / :meth:`apply_epochs`: ``rel_gap``, the relative
+        duality gap (gap / (1/2 ||x||^2)) of each sample (shape (n_times,)
+        for an evoked response, (n_epochs, n_times) for epochs),
+        ``alpha_max`` and ``lam`` per epoch, ``n_resolved`` (samples solved
+        exactly) and, for an evoked response, the explained variance
+        ``exp_var`` (%%).
 
     Notes
     -----
-    On the 7 mm volume grid of the MNE sample subject (free orientation,
-    20 layers, default :meth:`fit`), the mean objective on held-out data
-    simulated by another generator matches 86 iterations of FISTA with
-    ``adaptive=True`` (at 2.4 gain products per layer and sample; 50 to 64
-    on shifted test sets) and 35 with ``adaptive=False``. On the 516-source
-    cortical surface (fixed orientation) ``adaptive=True`` matches 61
-    iterations of FISTA (2.6 products per layer; 39 to 53 on shifted test
-    sets). There the plain network's learned steps (2.2/L to 5.5/L, all
-    beyond 2/L) diverge on some held-out samples at 20 layers, or, with
-    another seed, its training stays at the ISTA steps; :meth:`fit` warns
-    in both cases, and :meth:`apply` about diverged samples (relative
-    duality gap above 1), which ``tol`` re-solves.
-    See ``python -m mne_lista.bench.step_lista``.
+    The README gives the measured accuracy (FISTA iterations matched at 20
+    layers) and costs of both networks on the sample subject's forwards.
     """
 
     @verbose
@@ -134,7 +79,7 @@ class StepLISTA(_UnrolledInverse):
     ):
         _validate_type(adaptive, bool, "adaptive")
         self.adaptive = adaptive
-        self._setup(
+        super().__init__(
             forward,
             noise_cov,
             info,
@@ -144,17 +89,13 @@ class StepLISTA(_UnrolledInverse):
             rank=rank,
             device=device,
         )
-        self.verbose = verbose
 
-    def _make_net(self, dtype=torch.float32):
-        from .networks import BacktrackStepLISTANet, StepLISTANet
-
-        net_class = BacktrackStepLISTANet if self.adaptive else StepLISTANet
-        return net_class(self.problem, self.n_layers, dtype=dtype)
-
-    # --- training and solving (helper "steplista") -----------------------
+    @property
+    def network_name(self):
+        return "BacktrackStepLISTANet" if self.adaptive else "StepLISTANet"
 
     @verbose
+    @fill_doc
     def fit(
         self,
         n_samples=None,
@@ -170,14 +111,13 @@ class StepLISTA(_UnrolledInverse):
     ):
         """Train the step sizes, unsupervised, on simulated source activity.
 
-        Samples of a few active source positions (see
-        :func:`mne_lista.simulation.simulate_data`) are pushed through the
-        whitened gain with white noise, with ``lam / lam_max`` drawn
+        Samples of a few active source positions
+        (:func:`mne_lista.simulation.simulate_data`) are pushed through the
+        whitened gain with white noise, with ``lam / alpha_max`` drawn
         log-uniformly in ``lam_range``; the steps minimize the mean
-        normalized Lasso objective ``F(z_T) / F(0)`` of the network's output
-        (see :func:`mne_lista.training.fit_network` for the recipe). The
-        defaults need no tuning: the training budget is set from the size of
-        the gain (a few minutes on two CPU cores for a 7 mm volume grid).
+        normalized Lasso objective ``F(x_T) / F(0)`` of the network's output
+        (:func:`mne_lista.training.fit_network`). The defaults need no
+        tuning: the training budget is set from the size of the gain.
 
         Parameters
         ----------
@@ -186,8 +126,7 @@ class StepLISTA(_UnrolledInverse):
             more than 10^6 entries); a validation set of a quarter of it is
             simulated independently for early stopping.
         lam_range : (float, float)
-            Range of ``lam / lam_max`` (``alpha / 100`` in MNE's terms) the
-            network is trained for.
+            Range of ``lam / alpha_max`` (``alpha / 100``) to train for.
         n_sources : int | (int, int)
             Range of the number of active source positions per sample.
         snr : float | (float, float)
@@ -197,94 +136,118 @@ class StepLISTA(_UnrolledInverse):
             spacing; below 1 is a point source).
         n_epochs : int | None
             Maximum number of passes over the training set (None: set from
-            the size of the gain, 4 to 30; at least 12 with ``adaptive=True``,
-            about 3.5 minutes for the 7 mm volume grid on two CPU cores).
+            the size of the gain, 4 to 30; at least 12 with ``adaptive=True``).
         max_time : float | None
             Optional wall-clock budget (s); the result then depends on the
             machine's speed (not deterministic).
-        random_state : None | int
-            Seed: simulation and training are deterministic for an int.
+        %(random_state)s
         %(verbose)s
 
         Returns
         -------
-        self : StepLISTA
-            The trained model, with ``lam_range`` (the trained range of
-            ``lam / lam_max``) and ``fit_history_`` (losses per epoch).
+        %(fit_returns)s
         """
-        from .training import fit_network
+        from functools import partial
 
-        self.fit_history_ = fit_network(
-            self.net,
-            self.problem,
-            n_samples=n_samples,
+        from .simulation import simulate_data
+
+        kw = dict(n_sources=n_sources, snr=snr, extent=extent, lam_range=lam_range)
+        return self._train(
+            partial(simulate_data, self.problem, **kw),
+            harder=partial(_harder_samples, self.problem, **kw),
             lam_range=lam_range,
-            n_sources=n_sources,
-            snr=snr,
-            extent=extent,
+            n_samples=n_samples,
             n_epochs=n_epochs,
             max_time=max_time,
             random_state=random_state,
             verbose=verbose,
         )
-        self.lam_range = tuple(float(v) for v in self.fit_history_["lam_range"])
-        return self
 
-    @torch.no_grad()
-    def solve(self, X, lam):
-        """Solve a batch of Lasso problems with the network.
-
-        Parameters
-        ----------
-        X : array | Tensor, shape (n, B) | (n,)
-            Whitened data (see ``problem.whiten``), one problem per column.
-        lam : float | array | Tensor, shape (B,)
-            Regularization of each column (``lam = alpha / 100 * lam_max``
-            in MNE's terms).
-
-        Returns
-        -------
-        Z : array | Tensor, shape (m, B) | (m,)
-            The network's output, of the kind of ``X`` (a numpy array, or a
-            tensor on the model's device in the network's precision).
-        """
-        from ._lasso import to_tensor
-        from ._problem import _data_tensor
-
-        dtype = self.net.D.dtype
-        Xt, _, back = _data_tensor(self.problem, X, device=self.device, dtype=dtype)
-        if isinstance(lam, torch.Tensor) or not isinstance(lam, float | int):
-            lam = to_tensor(lam, device=self.device, dtype=dtype)
-        Z = self.net(Xt, lam)
-        if not isinstance(X, torch.Tensor):
-            Z = Z.to(torch.float64)
-        return back(Z)
-
-    # --- applying to MNE data (helper "apply") ---------------------------
-
-    def _solver(self):
-        """The batched solver used by apply: the network, on self.device."""
-        net = self.net
-
-        def solve(X, lam):
-            return net(X, lam)
-
-        return solve, next(net.buffers()).dtype
-
-    def _check_lam_range(self, alpha):
-        lam_range = getattr(self, "lam_range", None)
-        if lam_range is None:
-            return
-        lo, hi = (float(v) for v in lam_range)
-        if not lo <= alpha / 100.0 <= hi:
-            warn(
-                f"alpha={alpha:g}% is outside the range of lam / lam_max the "
-                f"network was trained on ([{100 * lo:g}, {100 * hi:g}]%): "
-                "check the certificate (relative duality gaps) or pass tol "
-                "to finish uncertified samples with the exact solver"
+    def _as_input(self, Mt):
+        if Mt.ndim not in (1, 2) or Mt.shape[0] != self.problem.n_channels:
+            raise ValueError(
+                f"X must have shape ({self.problem.n_channels}, n_problems), got "
+                f"{tuple(Mt.shape)}"
             )
+        squeeze = Mt.ndim == 1
+        return (Mt[:, None] if squeeze else Mt), lambda X: X[:, 0] if squeeze else X
+
+    def _solve_batch(self, M, alpha, *, tol):
+        """Whitened epochs (n, E, T) -> one Lasso per sample, solved, certified.
+
+        ``lam = alpha / 100 * alpha_max`` per epoch, alpha_max being that of
+        the whole epoch (the largest per-sample one), as ``mixed_norm``'s.
+        Samples whose own alpha_max is <= lam have the exact solution 0; the
+        others go through the network, and with ``tol`` the samples whose
+        relative duality gap exceeds it are solved by
+        :func:`mne_lista.solve_lasso`, warm started at the network's output.
+        """
+        problem, n_orient = self.problem, self.problem.n_orient
+        n, n_epochs, n_times = M.shape
+        G = problem.gain_tensor(M.device, torch.float64)
+        Ms = M.reshape(n, n_epochs * n_times, 1)  # sample (e, t) -> e * T + t
+        a_sample = _l21.alpha_max(G, Ms, n_orient)
+        a_max = a_sample.reshape(n_epochs, n_times).amax(1)
+        lam = (alpha / 100.0 * a_max).repeat_interleave(n_times)
+        logger.info(
+            f"    {n_epochs * n_times} sample(s), alpha={alpha:g}% of alpha_max"
+            f"={float(a_max.max()):.4g} -> lam={float(lam.max()):.4g}"
+        )
+        todo = torch.nonzero(a_sample > lam).flatten()
+        X = torch.zeros((problem.n_sources, *Ms.shape[1:]), dtype=M.dtype)
+        X = X.to(M.device)
+        rel_gap = torch.zeros(Ms.shape[1], dtype=M.dtype, device=M.device)
+        n_resolved = 0
+        if len(todo):
+            M_t, lam_t = Ms[:, todo], lam[todo]
+            X_t = self._run_net(M_t, lam_t)
+            gap = _l21.relative_gap(G, M_t, X_t, lam_t, n_orient)
+            if tol is not None:
+                bad = torch.nonzero(~(gap <= tol)).flatten()  # NaN is bad
+                n_resolved = len(bad)
+                logger.info(
+                    f"    Certificate: {n_resolved}/{Ms.shape[1]} sample(s) with a "
+                    f"relative duality gap > {tol:g}"
+                    + (", finished by the exact solver" if n_resolved else "")
+                )
+                if n_resolved:
+                    X_b = self._solve_exact(M_t[:, bad], lam_t[bad], X_t[:, bad], tol)
+                    X_t[:, bad] = X_b
+                    gap[bad] = _l21.relative_gap(
+                        G, M_t[:, bad], X_b, lam_t[bad], n_orient
+                    )
+            X[:, todo], rel_gap[todo] = X_t, gap
+        elif tol is not None:
+            logger.info("    Certificate: every sample has the zero solution")
+        rel_gap = rel_gap.cpu().numpy()
+        self._log_gaps(rel_gap, "sample")
+        _warn_diverged(rel_gap)
+        cert = dict(
+            rel_gap=rel_gap.reshape(n_epochs, n_times),
+            alpha_max=a_max.cpu().numpy(),
+            lam=(alpha / 100.0 * a_max).cpu().numpy(),
+            n_resolved=n_resolved,
+        )
+        X = X.reshape(-1, n_epochs, n_times)
+        return self._per_epoch(problem, X, M), cert
+
+    def _solve_exact(self, M, lam, X0, tol):
+        """Certified solutions of per-sample problems (m, B, 1) from X0."""
+        from .solvers import solve_lasso
+
+        Z = solve_lasso(
+            self.problem,
+            M[:, :, 0].cpu().numpy(),
+            lam.cpu().numpy(),
+            tol=tol,
+            Z0=X0[:, :, 0].cpu().numpy(),
+            verbose=False,
+        )
+        Z = np.asarray(Z).reshape(self.problem.n_sources, -1)
+        return torch.as_tensor(Z, dtype=M.dtype, device=M.device)[:, :, None]
 
     @verbose
+    @fill_doc
     def apply(
         self,
         evoked,
@@ -304,72 +267,39 @@ class StepLISTA(_UnrolledInverse):
         the smallest ``lam`` for which the estimate is zero over the whole
         window (the largest per-sample alpha_max): as for
         :func:`mne.inverse_sparse.mixed_norm`, ``alpha=0`` means no
-        regularization, ``alpha -> 100`` no active source, and samples
-        with little signal (below ``lam``) get exactly zero. All samples
-        go through the network at once; the active set is the union of the
-        supports over time.
+        regularization, ``alpha -> 100`` no active source, and samples with
+        little signal (below ``lam``) get exactly zero. The active set is the
+        union of the supports over time.
 
         Parameters
         ----------
         evoked : Evoked
             The data (its channels must include those of the model, with the
             same bad channels).
-        alpha : float
-            Regularization in [0, 100), in %% of alpha_max.
-        debias : bool
-            Remove the amplitude bias of the L1 penalty on the active set
-            (MNE's ``compute_bias``).
-        return_residual : bool
-            Also return the residual (data not explained) as an Evoked.
-        return_as_dipoles : bool
-            Return a list of :class:`mne.Dipole` instead of a source estimate.
-        pick_ori : None | 'vector'
-            With 'vector' (free/loose orientation), keep the xyz components
-            (VectorSourceEstimate, ...); by default their norm is returned.
+        %(alpha)s
+        %(apply_outputs)s
         tol : float | None
-            Certificate: the duality gap of each sample is always computed
-            (float64) and logged; with ``tol``, samples whose relative gap
-            (gap / (1/2 ||x||^2)) exceeds ``tol`` are finished by the exact
-            solver and a log line says how many.
+            Certificate: the relative duality gap (gap / (1/2 ||x||^2)) of
+            each sample is always computed (float64) and logged; with
+            ``tol``, samples above it are solved by the exact solver.
         %(verbose)s
 
         Returns
         -------
-        stc : SourceEstimate | VolSourceEstimate | MixedSourceEstimate | ...
-            The active sources in Am, the class following the source space
-            (and ``pick_ori``); a list of Dipole with ``return_as_dipoles``.
-        residual : Evoked
-            Only with ``return_residual=True``.
-
-        Notes
-        -----
-        After each call, ``certificate_`` holds the relative duality gap of
-        each sample (``rel_gap``), the number of samples finished by the
-        exact solver (``n_resolved``), ``lam``, ``alpha_max`` and the
-        explained variance ``exp_var`` (%%).
+        %(apply_returns)s
         """
-        from ._apply import apply_evoked, check_alpha
-
-        self._check_lam_range(check_alpha(alpha))
-        solve, dtype = self._solver()
-        with torch.no_grad():
-            out, residual, cert = apply_evoked(
-                self.problem,
-                solve,
-                evoked,
-                alpha,
-                debias=debias,
-                return_residual=return_residual,
-                return_as_dipoles=return_as_dipoles,
-                pick_ori=pick_ori,
-                tol=tol,
-                device=self.device,
-                dtype=dtype,
-            )
-        self.certificate_ = cert
-        return (out, residual) if return_residual else out
+        return self._apply(
+            evoked,
+            alpha,
+            tol=tol,
+            debias=debias,
+            pick_ori=pick_ori,
+            return_residual=return_residual,
+            return_as_dipoles=return_as_dipoles,
+        )
 
     @verbose
+    @fill_doc
     def apply_epochs(
         self,
         epochs,
@@ -385,89 +315,100 @@ class StepLISTA(_UnrolledInverse):
     ):
         """Localize every epoch, pushing all epochs x times through the net.
 
-        The result for each epoch is that of :meth:`apply` on the epoch as
-        an evoked response (alpha_max per epoch), but samples of all epochs
-        go through the network together, in chunks of bounded memory.
-
         Parameters
         ----------
         epochs : Epochs
             The data.
-        alpha : float
-            Regularization in [0, 100), in %% of each epoch's alpha_max.
-        batch_size : int | None
-            Number of samples (columns) per chunk. By default, as many as fit
-            in ``max_memory``.
-        max_memory : float | None
-            Approximate memory budget of one chunk in bytes (default 512
-            MiB); ignored when ``batch_size`` is given.
-        return_generator : bool
-            Return a generator yielding one estimate per epoch (as soon as
-            its samples are done) instead of a list.
+        %(alpha)s
+        %(epochs_batches)s
         debias, pick_ori, tol :
             As in :meth:`apply`.
         %(verbose)s
 
         Returns
         -------
-        stcs : list | generator
-            One source estimate per epoch. The results do not depend on
-            ``batch_size``/``max_memory``. ``certificate_`` holds
-            ``rel_gap`` (n_epochs, n_times), ``n_resolved``, ``lam`` and
-            ``alpha_max`` per epoch (filled as the generator advances).
+        %(epochs_returns)s
         """
-        from ._apply import check_alpha, iter_epochs
-
-        self._check_lam_range(check_alpha(alpha))
-        solve, dtype = self._solver()
-        self.certificate_ = dict()
-        gen = iter_epochs(
-            self.problem,
-            solve,
+        return self._apply_epochs(
             epochs,
             alpha,
+            tol=tol,
+            pick_ori=pick_ori,
+            return_generator=return_generator,
             batch_size=batch_size,
             max_memory=max_memory,
             debias=debias,
-            pick_ori=pick_ori,
-            tol=tol,
-            device=self.device,
-            dtype=dtype,
-            certificates=self.certificate_,
         )
-        gen = _no_grad_gen(gen)
-        return gen if return_generator else list(gen)
-
-    def save(self, fname, *, overwrite=False):
-        """Save the trained steps and metadata (no pickled code).
-
-        The file (``.npz``, or any name) holds the steps and JSON metadata:
-        number of layers, lam range, n_orient, loose, depth, rank, channel
-        names, a fingerprint of the whitened gain, package and format
-        versions. Read it back with :func:`mne_lista.read_step_lista`, with
-        the forward, noise covariance and info the model was built from.
-
-        Parameters
-        ----------
-        fname : path-like
-            File name.
-        overwrite : bool
-            Overwrite an existing file.
-        """
-        from ._io import write_step_lista
-
-        write_step_lista(fname, self, overwrite=overwrite)
 
 
-def _no_grad_gen(gen):
-    """Run a generator with autograd disabled (around each of its steps)."""
-    while True:
-        with torch.no_grad():
-            try:
-                item = next(gen)
-            except StopIteration:
-                return
-        yield item
+def _harder_samples(problem, n, *, random_state, n_sources, snr, **kwargs):
+    """Samples harder than the training ones: more sources, lower SNR."""
+    from .simulation import _check_range, simulate_data
+
+    k_hi = _check_range(n_sources, "n_sources", low=1, integer=True)[1]
+    snr_lo = _check_range(snr, "snr")[0]
+    n_pos = problem.n_positions
+    n_sources = (min(k_hi + 1, n_pos), min(max(2 * k_hi, k_hi + 1), n_pos))
+    snr = (snr_lo - 5.0, snr_lo)
+    X, lam = simulate_data(
+        problem, n, n_sources=n_sources, snr=snr, random_state=random_state, **kwargs
+    )
+    desc = f"{n_sources[0]}-{n_sources[1]} sources, SNR {snr[0]:g}-{snr[1]:g} dB"
+    return X, lam, desc
+
+
+def _warn_diverged(rel_gap):
+    useless = np.flatnonzero(~(rel_gap <= 1.0))
+    if len(useless):
+        warn(
+            f"{len(useless)} of {len(rel_gap)} sample(s) have a relative duality "
+            f"gap above 1 (max {np.max(rel_gap):.3g}): there the network's output "
+            "is no estimate (its steps diverge on these data); pass tol to solve "
+            "them exactly, or use the adaptive network (the default, "
+            "StepLISTA(adaptive=True)), whose objective never increases"
+        )
+
+
+@verbose
+def read_step_lista(fname, forward, noise_cov, info, *, device="cpu", verbose=None):
+    """Read a Step-LISTA model saved with :meth:`mne_lista.StepLISTA.save`.
+
+    The learned parameters are loaded without unpickling any code and
+    attached to the problem rebuilt from ``forward``, ``noise_cov`` and
+    ``info`` with the saved ``loose``, ``depth`` and ``rank``; its whitened
+    gain must match the saved fingerprint.
+
+    Parameters
+    ----------
+    fname : path-like
+        The model file.
+    forward : Forward
+        The forward solution the model was trained with.
+    noise_cov : Covariance
+        The noise covariance the model was trained with.
+    info : Info | Evoked | Epochs
+        Measurement info with the same good channels and projectors.
+    device : str | torch.device
+        Where to put the network.
+    %(verbose)s
+
+    Returns
+    -------
+    model : StepLISTA
+        The trained model, ready to :meth:`~mne_lista.StepLISTA.apply`.
+    """
+    from ._io import read_model_metadata
+
+    network = read_model_metadata(fname).get("network", "StepLISTANet")
+    return StepLISTA._read(
+        fname,
+        forward,
+        noise_cov,
+        info,
+        device=device,
+        networks=("StepLISTANet", "BacktrackStepLISTANet"),
+        adaptive=network == "BacktrackStepLISTANet",
+    )
 
 
 @verbose
@@ -559,6 +500,7 @@ def step_lista(
                     "give both forward and noise_cov with model (or neither)"
                 )
             from ._io import check_model_problem, gain_fingerprint
+            from ._problem import prepare_problem
 
             problem = prepare_problem(
                 forward,
@@ -574,9 +516,7 @@ def step_lista(
                 gain_shape=list(model.problem.gain.shape),
                 n_orient=model.problem.n_orient,
             )
-            check_model_problem(
-                problem, gain_fingerprint(model.problem.gain), meta, what="model"
-            )
+            check_model_problem(problem, gain_fingerprint(model.problem.gain), meta)
         if device is not None and torch.device(device) != model.device:
             model.to(device)
     return model.apply(
@@ -588,3 +528,6 @@ def step_lista(
         pick_ori=pick_ori,
         tol=tol,
     )
+
+
+__all__ = ["StepLISTA", "read_step_lista", "step_lista"]

@@ -1,0 +1,313 @@
+"""The exact L21 (MxNE) solver: working sets and block coordinate descent.
+
+:func:`solve_mxne` (exported by :mod:`mne_lista.solvers`) solves a batch of
+windows to a certified relative duality gap, the working-set strategy of
+MNE's ``mixed_norm_solver`` and of celer batched over windows. Its block
+coordinate descent runs in a numba kernel on CPU (:mod:`mne_lista._kernels`).
+"""
+
+import numpy as np
+import torch
+
+from ._l21 import (
+    as_lam,
+    check_windows,
+    gain_t_times,
+    gain_times,
+    gap_from_residual,
+    group_sq_norms,
+    init_sources,
+    single_thread,
+    sq_norms,
+)
+from ._numba import numba_kernel
+
+_N_ANDERSON = 5  # iterates combined by Anderson extrapolation in the BCD
+_CHECK_EVERY = 5  # BCD passes between two duality gap checks
+# a working set is solved to this fraction of the current duality gap (celer
+# uses 0.3): 0.01 was the fastest of 0, 0.01, 0.1, 0.3 on the 7 mm volume
+_INNER_GAP = 0.01
+
+
+def _block_norms(Z, n_orient):
+    """(W, k, K) -> Frobenius norm of each block of n_orient rows, (W, k / o)."""
+    W, k, K = Z.shape
+    return torch.sqrt((Z.reshape(W, k // n_orient, n_orient * K) ** 2).sum(-1))
+
+
+def _reduced_obj_gap(H, b, Z, lam, n_orient, m2):
+    """Objective and duality gap of restricted problems from their Gram.
+
+    The restricted problem of a window is ``1/2 ||M - G_A Z||^2 + lam L21(Z)``
+    with ``H = G_A^T G_A``, ``b = G_A^T M`` and ``m2 = ||M||^2``; its dual
+    point is the residual rescaled as in :func:`duality_gap` (on ``A`` only).
+    """
+    HZ = H @ Z
+    bz = (b * Z).sum((1, 2))
+    zhz = (Z * HZ).sum((1, 2))
+    nR2 = m2 - 2.0 * bz + zhz
+    p_obj = 0.5 * nR2 + lam * _block_norms(Z, n_orient).sum(1)
+    dnorm = _block_norms(HZ - b, n_orient).amax(1)
+    tiny = torch.finfo(Z.dtype).tiny
+    scale = 1.0 / torch.clamp(dnorm / lam.clamp_min(tiny), min=1.0)
+    d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (bz - zhz)
+    return p_obj, p_obj - d_obj
+
+
+def _anderson(iterates):
+    """Anderson extrapolation of the last iterates of each problem, (W, ...)."""
+    X = torch.stack(iterates, 1).flatten(2)  # (W, N + 1, d)
+    U = X[:, 1:] - X[:, :-1]
+    C = U @ U.mT
+    n_aa = C.shape[-1]
+    eye = torch.eye(n_aa, dtype=C.dtype, device=C.device)
+    reg = 1e-10 * C.diagonal(dim1=1, dim2=2).mean(-1) + torch.finfo(C.dtype).tiny
+    C = C + reg[:, None, None] * eye
+    ones = C.new_ones((C.shape[0], n_aa, 1))
+    c = torch.linalg.solve(C, ones)[..., 0]
+    c = c / c.sum(1, keepdim=True)
+    return (c[:, :, None] * X[:, 1:]).sum(1).reshape(iterates[-1].shape)
+
+
+def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
+    """Restricted problems by block coordinate descent (compiled when possible)."""
+    kernel = numba_kernel("bcd_window", Z.device.type)
+    if kernel is None:
+        return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
+    H, b, lam, lips, m2, tol = (
+        np.ascontiguousarray(v.double().numpy()) for v in (H, b, lam, lips, m2, tol)
+    )
+    out = np.ascontiguousarray(Z.double().numpy()).copy()
+    for w in range(out.shape[0]):
+        kernel(
+            H[w],
+            b[w],
+            out[w],
+            lam[w],
+            lips[w],
+            n_orient,
+            m2[w],
+            tol[w],
+            max_passes,
+            _CHECK_EVERY,
+            _N_ANDERSON,
+        )
+    return torch.from_numpy(out).to(Z.dtype)
+
+
+def _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
+    """Block coordinate descent on restricted problems, batched over windows.
+
+    As MNE's ``_bcd`` (one prox-gradient step per position with its own
+    Lipschitz constant ``lips``), but on the Gram ``H`` of the working set
+    and for a batch of windows at once, with Anderson extrapolation every
+    ``_N_ANDERSON`` passes (kept only where it lowers the objective, as in
+    skglm's Anderson CD). A window leaves the batch once its restricted
+    duality gap is <= ``tol`` (absolute, per window). Shapes: H (W, k, k),
+    b and Z (W, k, K), lam, m2 and tol (W,), lips (W, k / n_orient).
+    """
+    out = Z.clone()
+    idx = torch.arange(Z.shape[0], device=Z.device)
+    n_blocks = Z.shape[1] // n_orient
+    tiny = torch.finfo(Z.dtype).tiny
+    iterates = []
+    # block j: Z_j <- prox(Z_j - (H_j Z - b_j) / L_j, lam / L_j)
+    H_s = H / lips.repeat_interleave(n_orient, 1)[..., None]
+    b_s = b / lips.repeat_interleave(n_orient, 1)[..., None]
+    thresh = (lam[:, None] / lips)[..., None, None]  # (W, blocks, 1, 1)
+    for it in range(max_passes):
+        for j in range(n_blocks):
+            rows = slice(j * n_orient, (j + 1) * n_orient)
+            U = torch.baddbmm(Z[:, rows] + b_s[:, rows], H_s[:, rows], Z, alpha=-1.0)
+            norm = torch.linalg.vector_norm(U, dim=(1, 2), keepdim=True)
+            Z[:, rows] = U * (1.0 - thresh[:, j] / norm.clamp_min(tiny)).clamp_min(0.0)
+        iterates.append(Z.clone())
+        if len(iterates) == _N_ANDERSON + 1:
+            Z_aa = _anderson(iterates)
+            f_aa = _reduced_obj_gap(H, b, Z_aa, lam, n_orient, m2)[0]
+            f = _reduced_obj_gap(H, b, Z, lam, n_orient, m2)[0]
+            Z = torch.where((torch.isfinite(f_aa) & (f_aa < f))[:, None, None], Z_aa, Z)
+            iterates = []
+        if (it + 1) % _CHECK_EVERY == 0 or it == max_passes - 1:
+            done = _reduced_obj_gap(H, b, Z, lam, n_orient, m2)[1] <= tol
+            out[idx[done]] = Z[done]
+            if bool(done.all()):
+                break
+            keep = ~done
+            if bool(done.any()):
+                idx, Z, H, b, lam, m2, tol, H_s, b_s, thresh = (
+                    v[keep] for v in (idx, Z, H, b, lam, m2, tol, H_s, b_s, thresh)
+                )
+                iterates = [z[keep] for z in iterates]
+    out[idx] = Z
+    return out
+
+
+@torch.no_grad()
+def solve_mxne(
+    D,
+    M,
+    lam,
+    n_orient,
+    *,
+    tol=1e-6,
+    Z0=None,
+    priority=None,
+    ws_size=10,
+    max_rounds=50,
+    max_passes=1000,
+    lipschitz_positions=None,
+    gain_t_M=None,
+):
+    """Exact L21 (MxNE) solutions of a batch of windows, certified by their gaps.
+
+    The working-set strategy of MNE's ``mixed_norm_solver`` and of celer,
+    batched over windows: each round solves the problem restricted to a
+    working set of positions (the current support plus the positions that
+    violate the optimality conditions most, ``||G_p^T R||_F / lam``, at least
+    ``ws_size`` and twice the support) by block coordinate descent on its
+    Gram (:func:`_bcd`), to a fraction of the current duality gap; then one
+    product with the whole gain gives the duality gap of every window (the
+    certificate) and the scores of the next working set. A window is done
+    when its gap is <= ``tol * 1/2 ||M_w||_F^2``.
+
+    Parameters
+    ----------
+    D : Tensor, shape (n, m)
+        The gain (float64 for certificates below ~1e-6).
+    M : Tensor, shape (n, W, K)
+        The windows.
+    lam : float | Tensor, shape (W,)
+        Regularization of each window.
+    n_orient : int
+        Group size.
+    tol : float
+        Relative duality gap to reach.
+    Z0 : Tensor, shape (m, W, K) | None
+        Warm start (e.g. the output of a network); only its strongest
+        ``max(ws_size, n / n_orient)`` positions per window are kept (a
+        dense start, as a few iterations of ISTA give, would make working
+        sets of thousands of positions).
+    priority : Tensor, shape (P, W) | None
+        Scores ranking the positions for the first working set (e.g. the
+        group norms of a network's output); by default the optimality
+        violations of ``Z0``.
+    ws_size : int
+        Smallest working set (positions).
+    max_rounds : int
+        Maximum number of working sets.
+    max_passes : int
+        Maximum number of BCD passes per working set.
+    lipschitz_positions : Tensor, shape (P,) | None
+        ``||G_p||_2^2`` of every position (computed when None).
+    gain_t_M : Tensor, shape (m, W, K) | None
+        ``D^T M`` when already known (e.g. from :func:`alpha_max`).
+
+    Returns
+    -------
+    Z : Tensor, shape (m, W, K)
+        The solutions.
+    rel_gap : Tensor, shape (W,)
+        Duality gap of each returned solution / (1/2 ||M_w||_F^2).
+    n_rounds : int
+        Number of working sets used.
+    """
+    M = check_windows(M, "M", D.shape[0])
+    n_win = M.shape[1]
+    lam = as_lam(lam, n_win, M)
+    f0 = 0.5 * sq_norms(M)
+    if bool(torch.any((lam <= 0) & (f0 > 0))):  # (zero windows: zero solution)
+        raise ValueError(
+            "lam must be positive: with lam = 0 the problem is least squares "
+            "with more sources than channels, no sparse solution to certify"
+        )
+    Z = init_sources(D, M, Z0)
+    if Z0 is not None:  # a dense start would make huge working sets
+        Z = _keep_strongest(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
+    if lipschitz_positions is None:
+        lipschitz_positions = position_lipschitz(D, n_orient)
+    lip_pos = lipschitz_positions.to(M)
+    GtM = gain_t_M
+    tiny = torch.finfo(M.dtype).tiny
+    rel_gap = torch.full((n_win,), float("inf"), dtype=M.dtype, device=M.device)
+    todo = torch.arange(n_win, device=M.device)
+    n_rounds = 0
+    for n_rounds in range(max_rounds + 1):
+        Z_t = Z[:, todo]
+        GZ = gain_times(D, Z_t)
+        R = M[:, todo] - GZ
+        # certificate and scores of every position: one product with the gain
+        # (none at a zero start when G^T M is known)
+        if n_rounds == 0 and Z0 is None and GtM is not None:
+            GtR = GtM
+        else:
+            GtR = gain_t_times(D, R)
+            if n_rounds == 0 and Z0 is None:
+                GtM = GtR
+        norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, W)
+        gap = gap_from_residual(R, GZ, Z_t, lam[todo], norms.amax(0), n_orient)[0]
+        rel_gap[todo] = gap / f0[todo].clamp_min(tiny)
+        keep = ~(rel_gap[todo] <= tol)
+        if not bool(keep.any()) or n_rounds == max_rounds:
+            break
+        todo, norms, Z_t, gap = todo[keep], norms[:, keep], Z_t[:, keep], gap[keep]
+        if GtM is None:
+            GtM = gain_t_times(D, M)
+        with single_thread():  # small batched products: threads only cost
+            Z[:, todo] = _solve_working_sets(
+                D,
+                GtM[:, todo],
+                Z_t,
+                lam[todo],
+                n_orient,
+                norms if (priority is None or n_rounds) else priority[:, todo],
+                2.0 * f0[todo],
+                torch.maximum(_INNER_GAP * gap, 0.3 * tol * f0[todo]),
+                ws_size,
+                lip_pos,
+                max_passes,
+            )
+    return Z, rel_gap, n_rounds
+
+
+def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip, n_it):
+    """One round of :func:`solve_mxne`: build working sets, solve, scatter back."""
+    m, n_win, n_comp = Z.shape
+    n_pos = m // n_orient
+    support = group_sq_norms(Z, n_orient) > 0  # (P, W)
+    size = (2 * support.sum(0)).clamp(min=ws_size, max=n_pos)
+    k = int(size.max())
+    prio = torch.where(support, torch.full_like(scores, float("inf")), scores)
+    top = torch.topk(prio, k, dim=0).indices.T  # (W, k) positions
+    valid = torch.arange(k, device=Z.device)[None] < size[:, None]
+    cols = top[:, :, None] * n_orient + torch.arange(n_orient, device=Z.device)
+    cols = cols.reshape(n_win, k * n_orient)
+    vrows = valid.repeat_interleave(n_orient, 1)  # (W, k * o)
+    G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
+    H = G_A.mT @ G_A
+    gather = cols[:, :, None].expand(-1, -1, n_comp)
+    b = torch.gather(GtM.permute(1, 0, 2), 1, gather) * vrows[..., None]
+    Z_A = torch.gather(Z.permute(1, 0, 2), 1, gather) * vrows[..., None]
+    lips = torch.where(valid, lip[top], torch.ones_like(lip[top]))
+    Z_A = _bcd(H, b, Z_A, lam, n_orient, lips, m2, tol, n_it)
+    out = Z.new_zeros((n_win, m, n_comp))
+    out.scatter_(1, gather, Z_A * vrows[..., None])
+    return out.permute(1, 0, 2)
+
+
+def _keep_strongest(Z, n_orient, n_keep):
+    """Zero all but the ``n_keep`` strongest positions of each window of Z."""
+    sq = group_sq_norms(Z, n_orient)  # (P, W)
+    if n_keep >= sq.shape[0] or not bool(((sq > 0).sum(0) > n_keep).any()):
+        return Z
+    top = torch.topk(sq, n_keep, dim=0).indices
+    keep = torch.zeros_like(sq, dtype=torch.bool).scatter_(0, top, True)
+    keep = keep.repeat_interleave(n_orient, 0)[..., None]  # (m, W, 1)
+    return Z * keep
+
+
+def position_lipschitz(D, n_orient):
+    """``||G_p||_2^2`` of each position's block of columns, shape (P,)."""
+    n, m = D.shape
+    blocks = D.reshape(n, m // n_orient, n_orient).permute(1, 0, 2)
+    return torch.linalg.matrix_norm(blocks, ord=2) ** 2
