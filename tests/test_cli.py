@@ -527,3 +527,29 @@ def test_fit_cuda_unavailable(cli_files, capsys):
     assert ret == 1
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and "forward" not in err
+
+
+def test_demo_glass_head_figure():
+    """The demo's source figure: every estimate on three orthogonal views of
+    the head outline, with the simulated dipoles at their projected places."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    from mne_lista._demo import _HEAD_RADIUS, _plot_glass_sources
+
+    rng = np.random.default_rng(0)
+    grid = rng.uniform(-50, 50, (200, 3)) + [0, 0, 40]
+    true_pos = np.array([[0.03, 0.01, 0.08], [-0.04, -0.02, 0.05]])
+    estimates = {
+        "Step-LISTA": (None, true_pos + 0.005, np.array([1.0, 0.5])),
+        "mixed_norm": (None, np.zeros((0, 3)), np.zeros(0)),
+    }
+    fig = plt.figure()
+    axes = _plot_glass_sources(fig, grid, true_pos, estimates)
+    assert axes.shape == (2, 3)
+    for ax, (i, j) in zip(axes[0], ((1, 2), (0, 2), (0, 1))):
+        radii = [p.radius for p in ax.patches if isinstance(p, Circle)]
+        assert 1e3 * _HEAD_RADIUS in radii  # the head outline
+        stars = ax.collections[-1].get_offsets()
+        np.testing.assert_allclose(stars, 1e3 * true_pos[:, [i, j]])
+    plt.close(fig)
