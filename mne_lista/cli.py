@@ -523,7 +523,7 @@ def _check_data(data, problem, what):
     if bad.any():
         k = np.flatnonzero(bad)
         chans = np.flatnonzero(~np.isfinite(values[k[0]]).all(axis=1))
-        where = f"epoch(s) {list(k[:10])}: " if values.shape[0] > 1 else ""
+        where = f"epoch(s) {[int(i) for i in k[:10]]}: " if len(values) > 1 else ""
         raise CLIError(
             f"{what}: {where}NaN or infinite values in channel(s) "
             f"{[problem.ch_names[c] for c in chans[:5]]}; nothing was written"

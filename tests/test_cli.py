@@ -332,6 +332,7 @@ def test_fit_default_is_mxne_and_apply_matches_python(
     from mne_lista._io import read_model_metadata
 
     assert read_model_metadata(cli_mxne_model)["network"] == "StepMxNENet"
+    assert not list(cli_files["tmp"].glob(".*"))  # written atomically, no leftovers
     prefix = cli_files["tmp"] / "mx-ra"
     args = ["--condition", "Right Auditory", "--tmin", "0.07", "--tmax", "0.11"]
     ret = cli.main(
@@ -553,3 +554,39 @@ def test_demo_glass_head_figure():
         stars = ax.collections[-1].get_offsets()
         np.testing.assert_allclose(stars, 1e3 * true_pos[:, [i, j]])
     plt.close(fig)
+
+
+def test_epochs_checked_before_writing(cli_files, cli_mxne_model, tmp_path, capsys):
+    """Epochs: a NaN epoch is named and nothing is written; a zero epoch gets
+    the exact zero estimate, the others StepMxNE's."""
+    epochs = mne.read_epochs(cli_files["epo"], verbose=False)
+    data = epochs.get_data()
+    data[1, 2, 3] = np.inf
+    bad = tmp_path / "bad-epo.fif"
+    mne.EpochsArray(data, epochs.info, tmin=epochs.tmin, proj=False).save(bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ["--alpha", "40", "--baseline", "none", "-q"]
+    ret = cli.main(
+        ["apply", str(cli_mxne_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(bad), "-o", str(out / "e"), *common]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "epochs: epoch(s) [1]: NaN or infinite" in err
+    assert list(out.iterdir()) == []
+
+    data[1] = 0.0
+    zero = tmp_path / "zero-epo.fif"
+    mne.EpochsArray(data, epochs.info, tmin=epochs.tmin, verbose=False).save(zero)
+    ret = cli.main(
+        ["apply", str(cli_mxne_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(zero), "-o", str(out / "e"), *common]
+    )
+    assert ret == 0, capsys.readouterr().err
+    assert "1 zero after whitening" in capsys.readouterr().out
+    n_active = [
+        mne.read_source_estimate(str(out / f"e-epo{k}")).shape[0] for k in range(3)
+    ]
+    assert n_active[1] == 0 and n_active[0] > 0 and n_active[2] > 0
+    assert len(list(out.iterdir())) == 6  # lh + rh per epoch, no leftovers
