@@ -221,7 +221,7 @@ def _parse_alpha(value):
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
     if not 0 <= alpha < 100:
         raise argparse.ArgumentTypeError(
-            f"--alpha must be in [0, 100) (%% of alpha_max), got {value}"
+            f"--alpha must be in [0, 100) (% of alpha_max), got {value}"
         )
     return alpha
 
