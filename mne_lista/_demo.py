@@ -512,36 +512,17 @@ def _demo_figures(out_dir, evoked, stc_true, true_pos, estimates, model, src):
     written.append(_savefig(fig, out_dir / "demo_evoked.png"))
 
     grid = src[0]["rr"][src[0]["vertno"]] * 1e3
-    views = (("x", "y", 0, 1), ("y", "z", 1, 2), ("x", "z", 0, 2))
-    styles = dict(zip(estimates, zip("osDv^P", ("C0", "C1", "C2", "C4", "C3"))))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 5), layout="constrained")
-    for ax, (a, b, i, j) in zip(axes, views):
-        ax.scatter(grid[:, i], grid[:, j], s=2, c="0.85", label="source grid")
-        for name, (_, pos, amp) in estimates.items():
-            if len(pos):
-                size = 20 + 120 * amp / amp.max()
-                m, c = styles[name]
-                ax.scatter(
-                    pos[:, i] * 1e3,
-                    pos[:, j] * 1e3,
-                    s=size,
-                    marker=m,
-                    facecolors="none",
-                    edgecolors=c,
-                    label=name,
-                )
-        ax.scatter(
-            true_pos[:, i] * 1e3,
-            true_pos[:, j] * 1e3,
-            s=150,
-            marker="*",
-            c="k",
-            label="simulated",
-        )
-        ax.set(xlabel=f"{a} (mm)", ylabel=f"{b} (mm)", aspect="equal")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
-    fig.suptitle("Source locations (synthetic head, head coordinates)")
+    shown = [
+        k for k in ("Step-LISTA", "Step-LISTA-tol", "mixed_norm") if k in estimates
+    ]
+    shown = {k: estimates[k] for k in shown or estimates}
+    fig = plt.figure(figsize=(9.5, 3.1 * len(shown) + 0.9), layout="constrained")
+    _plot_glass_sources(fig, grid, true_pos, shown)
+    fig.suptitle(
+        "Estimated sources (dots, size: amplitude) and simulated dipoles (stars)\n"
+        "seen through the synthetic head; shaded: source space, dashed: inner skull",
+        fontsize=11,
+    )
     written.append(_savefig(fig, out_dir / "demo_sources.png"))
 
     stc_sl = estimates["Step-LISTA"][0]
@@ -588,6 +569,108 @@ def _demo_figures(out_dir, evoked, stc_true, true_pos, estimates, model, src):
         ax.legend()
         written.append(_savefig(fig, out_dir / "demo_steps.png"))
     return written
+
+
+def _glass_head(ax, view, grid):
+    """Head outline (sphere model: scalp, inner skull), nose and ears, and the
+    source space hull, projected on one view; returns the axes' data indices."""
+    from matplotlib.patches import Circle, Ellipse, Polygon
+    from scipy.spatial import ConvexHull
+
+    i, j = view
+    r0 = _HEAD_R0 * 1e3
+    radius = _HEAD_RADIUS * 1e3
+    c = (r0[i], r0[j])
+    ax.add_patch(Circle(c, radius, fc="#f7efe6", ec="0.35", lw=1.5, zorder=0))
+    ax.add_patch(Circle(c, 0.9 * radius, fc="none", ec="0.6", lw=1, ls="--"))
+    pts = grid[:, [i, j]]
+    hull = ConvexHull(pts)
+    ax.add_patch(
+        Polygon(pts[hull.vertices], fc="#e4e4ee", ec="0.55", lw=0.8, zorder=0.5)
+    )
+    if j == 1 or i == 1:  # a view with the antero-posterior axis: nose
+        if i == 1:  # sagittal (y right, z up): nose to the right
+            tip, base = (c[0] + radius + 10, c[1]), [(c[0] + radius - 2, c[1] + 9)]
+            base.append((c[0] + radius - 2, c[1] - 9))
+        else:  # axial (x right, y up): nose up
+            tip, base = (c[0], c[1] + radius + 10), [(c[0] - 9, c[1] + radius - 2)]
+            base.append((c[0] + 9, c[1] + radius - 2))
+        ax.add_patch(Polygon([base[0], tip, base[1]], fc="#f7efe6", ec="0.35"))
+    if i == 0:  # a view with the left-right axis: ears
+        for side in (-1, 1):
+            ax.add_patch(
+                Ellipse(
+                    (c[0] + side * (radius + 3), c[1]), 8, 24, fc="#f7efe6", ec="0.35"
+                )
+            )
+        y = c[1] + radius * (0.8 if j == 2 else 0.85)
+        ax.text(c[0] - radius, y, "L", fontsize=14, weight="bold", ha="center")
+        ax.text(c[0] + radius, y, "R", fontsize=14, weight="bold", ha="center")
+    lim = radius + 16
+    ax.set(xlim=(c[0] - lim, c[0] + lim), ylim=(c[1] - lim, c[1] + lim))
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+_GLASS_LABELS = {"Step-LISTA-tol": "Step-LISTA + tol=1e-6"}
+
+
+def _plot_glass_sources(fig, grid, true_pos, estimates):
+    """Glass-head views: one row per estimate, its sources (filled, size by
+    amplitude) and the simulated dipoles (black stars) on three orthogonal
+    projections of the synthetic head."""
+    views = (
+        ("side (from the right)", (1, 2)),
+        ("back", (0, 2)),
+        ("top", (0, 1)),
+    )
+    axes = fig.subplots(len(estimates), 3, squeeze=False)
+    for row, (name, (_, pos, amp)) in enumerate(estimates.items()):
+        color = f"C{row}"
+        for col, (title, (i, j)) in enumerate(views):
+            ax = axes[row, col]
+            _glass_head(ax, (i, j), grid)
+            if len(pos):
+                ax.scatter(
+                    pos[:, i] * 1e3,
+                    pos[:, j] * 1e3,
+                    s=20 + 180 * amp / amp.max(),
+                    c=color,
+                    alpha=0.6,
+                    ec="k",
+                    lw=0.5,
+                    zorder=3,
+                )
+            ax.scatter(
+                true_pos[:, i] * 1e3,
+                true_pos[:, j] * 1e3,
+                s=220,
+                marker="*",
+                c="k",
+                ec="w",
+                lw=0.8,
+                zorder=4,
+            )
+            if row == 0:
+                ax.set_title(title, fontsize=11)
+        n = len(pos)
+        axes[row, 0].text(
+            -0.08,
+            0.5,
+            f"{_GLASS_LABELS.get(name, name)}\n{n} position{'s' * (n != 1)}",
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=11,
+            color=color,
+            weight="bold",
+        )
+    ax = axes[-1, 0]  # 5 cm scale bar
+    x0, y0 = ax.get_xlim()[0] + 4, ax.get_ylim()[0] + 4
+    ax.plot([x0, x0 + 50], [y0, y0], "k", lw=2)
+    ax.text(x0 + 25, y0 + 3, "5 cm", ha="center", fontsize=9)
+    return axes
 
 
 def _savefig(fig, fname):

@@ -3,7 +3,7 @@
 Subcommands::
 
     mne-lista demo   [--out DIR] [--quick]
-    mne-lista fit    FORWARD COV EVOKED_OR_INFO -o MODEL [options]
+    mne-lista fit    FORWARD COV EVOKED_OR_INFO -o MODEL [--method mxne] [options]
     mne-lista apply  MODEL FORWARD COV DATA --alpha A -o OUT_PREFIX [options]
     mne-lista bench  NAME [--out FILE] [--quick] [benchmark options]
 
@@ -54,14 +54,40 @@ def _check_file(fname, what):
 
 
 def _read(func, fname, what, *args, **kwargs):
-    """Read a file with an MNE reader; any failure becomes a CLIError."""
+    """Read a file with an MNE reader; any failure becomes a one-line CLIError.
+
+    MNE's warnings and prints of a failed read (e.g. "Invalid tag ..." of a
+    truncated file) are folded into that line; those of a successful read
+    are logged, one line each.
+    """
+    import contextlib
+    import io
+
+    from mne.utils import logger
+
     path = _check_file(fname, what)
-    try:
-        return func(path, *args, verbose=False, **kwargs)
-    except Exception as exc:
-        raise CLIError(
-            f"could not read the {what} from {fname}: {_one_line(exc)}"
-        ) from exc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                out = func(path, *args, verbose=False, **kwargs)
+        except Exception as exc:
+            notes = [str(w.message).strip().splitlines()[0] for w in caught]
+            notes = [n for n in notes if n]
+            if notes or isinstance(exc, EOFError):
+                reason = "the file is truncated or corrupt"
+                detail = notes[0] if notes else _one_line(exc)
+                raise CLIError(
+                    f"could not read the {what} from {fname}: {reason} ({detail})"
+                ) from exc
+            raise CLIError(
+                f"could not read the {what} from {fname}: {_one_line(exc)}"
+            ) from exc
+    for w in caught:
+        msg = str(w.message).strip().splitlines()
+        if msg:
+            logger.warning(f"{path.name}: {msg[0]}")
+    return out
 
 
 def _one_line(exc):
@@ -82,19 +108,32 @@ def _read_cov(fname):
     return _read(mne.read_cov, fname, "noise covariance")
 
 
-def _read_evokeds(fname, condition=None):
+def _select_conditions(evokeds, condition, fname):
+    """The evokeds of a condition name or index; the error lists them all."""
+    if condition is None:
+        return evokeds
+    names = [ev.comment for ev in evokeds]
+    if condition in names:
+        return [evokeds[names.index(condition)]]
+    try:
+        index = int(condition)
+    except ValueError:
+        index = None
+    if index is not None and -len(evokeds) <= index < len(evokeds):
+        return [evokeds[index]]
+    available = ", ".join(f"{k}: {name!r}" for k, name in enumerate(names))
+    raise CLIError(
+        f"condition {condition!r} not found in {fname}; available conditions "
+        f"(name or index): {available}"
+    )
+
+
+def _read_evokeds(fname, condition=None, baseline=None):
     import mne
 
-    cond = condition
-    if cond is not None:
-        try:
-            cond = int(cond)
-        except ValueError:
-            pass
-    evokeds = _read(
-        mne.read_evokeds, fname, "evoked data", condition=cond, baseline=None
-    )
-    return evokeds if isinstance(evokeds, list) else [evokeds]
+    evokeds = _read(mne.read_evokeds, fname, "evoked data", baseline=baseline)
+    evokeds = evokeds if isinstance(evokeds, list) else [evokeds]
+    return _select_conditions(evokeds, condition, fname)
 
 
 def _read_info(fname, condition=None):
@@ -121,13 +160,15 @@ def _read_data(fname, condition=None):
             warnings.simplefilter("ignore", RuntimeWarning)  # naming conventions
             try:
                 if kind == "evoked":
-                    evokeds = _read_evokeds(path, condition)
+                    evokeds = _read_evokeds(path, None)
                     if evokeds:
-                        return "evoked", evokeds
+                        return "evoked", _select_conditions(evokeds, condition, fname)
                     errors.append("no evoked data")
                 else:
                     return "epochs", mne.read_epochs(path, preload=True, verbose=False)
             except CLIError as exc:
+                if "not found in" in str(exc):
+                    raise
                 errors.append(str(exc))
             except Exception as exc:
                 errors.append(_one_line(exc))
@@ -172,13 +213,101 @@ def _positive_float(value):
     return val
 
 
+def _parse_alpha(value):
+    """alpha in [0, 100), as the API (StepLISTA/StepMxNE.apply) accepts."""
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 <= alpha < 100:
+        raise argparse.ArgumentTypeError(
+            f"--alpha must be in [0, 100) (% of alpha_max), got {value}"
+        )
+    return alpha
+
+
+def _parse_tol(value):
+    """'auto', 'none' or a relative duality gap in (0, 1)."""
+    if value.lower() in ("auto", "none"):
+        return value.lower()
+    try:
+        tol = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--tol must be 'auto', 'none' or a number in (0, 1), got {value!r}"
+        ) from None
+    if not 0 < tol < 1:
+        raise argparse.ArgumentTypeError(f"--tol must be in (0, 1), got {value}")
+    return tol
+
+
+def _parse_baseline(value):
+    """'none' -> None; 'START,END' (each a time in s or 'None') -> tuple."""
+    if value.strip().lower() == "none":
+        return None
+    parts = value.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(
+            f"--baseline must be 'none' or START,END (e.g. None,0), got {value!r}"
+        )
+    out = []
+    for part in parts:
+        part = part.strip()
+        if part.lower() in ("none", ""):
+            out.append(None)
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--baseline ends must be times in s or None, got {part!r}"
+            ) from None
+    if None not in out and out[0] > out[1]:
+        raise argparse.ArgumentTypeError(
+            f"--baseline START must not be after END, got {value!r}"
+        )
+    return tuple(out)
+
+
+def _format_baseline(baseline):
+    if baseline is None:
+        return "none"
+    return ",".join("None" if b is None else f"{b:g}" for b in baseline)
+
+
+def _check_device(device):
+    """A torch device string; CUDA asked for on a machine without it: CLIError."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise CLIError(f"--device {device!r} is not a torch device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(
+            f"--device {device}: CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use --device cpu"
+        )
+    return str(dev)
+
+
 def _safe_name(name):
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
     return keep.strip("_") or "evoked"
 
 
+_STC_SUFFIXES = ("-lh.stc", "-rh.stc", "-vl.stc", ".stc", "-stc.h5")
+
+
+def _existing_outputs(prefixes):
+    """Files that saving stcs under these prefixes could overwrite."""
+    return [
+        f"{p}{s}" for p in prefixes for s in _STC_SUFFIXES if Path(f"{p}{s}").exists()
+    ]
+
+
 def _save_stc(stc, prefix):
-    """Save an stc next to prefix; returns the written file names."""
+    """Save an stc at prefix (in a temporary folder); returns the file names."""
     from mne import VolSourceEstimate
 
     prefix = str(prefix)
@@ -190,6 +319,58 @@ def _save_stc(stc, prefix):
     if len(getattr(stc, "vertices", ())) == 2:
         return [prefix + "-lh.stc", prefix + "-rh.stc"]
     return [prefix + ".stc"]
+
+
+class _AtomicOutputs:
+    """Write outputs under a hidden temporary folder next to them, then move
+    them all in place with os.replace once everything succeeded; on any
+    error nothing is left behind."""
+
+    def __init__(self, folder):
+        import tempfile
+
+        self.folder = Path(folder)
+        self.tmp = Path(tempfile.mkdtemp(prefix=".mne-lista-", dir=self.folder))
+        self.written = []
+
+    def __enter__(self):
+        return self
+
+    def save_stc(self, stc, name):
+        self.written += _save_stc(stc, self.tmp / name)
+
+    def __exit__(self, exc_type, exc, tb):
+        import shutil
+
+        try:
+            if exc_type is None:
+                done = []
+                for fname in self.written:
+                    dest = self.folder / Path(fname).name
+                    os.replace(fname, dest)
+                    done.append(str(dest))
+                self.written = done
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+
+def _empty_stc(src, n_times, tmin, tstep):
+    """The exact (zero) estimate: no active source, as the class of src."""
+    import mne
+    import numpy as np
+
+    vertices = [np.array([], int) for _ in src]
+    data = np.zeros((0, n_times))
+    kind = getattr(src, "kind", "surface")
+    subject = src[0].get("subject_his_id") if len(src) else None
+    if kind == "volume":
+        cls = mne.VolSourceEstimate
+    elif kind == "mixed":
+        cls = mne.MixedSourceEstimate
+    else:
+        cls = mne.SourceEstimate
+    return cls(data, vertices, tmin, tstep, subject=subject)
 
 
 # ----------------------------------------------------------------------------
@@ -214,131 +395,231 @@ def _cmd_demo(args):
     return 0
 
 
+_ESTIMATORS = dict(mxne="StepMxNE", steplista="StepLISTA")
+
+
 def _cmd_fit(args):
-    fwd = _read_forward(args.forward)
-    cov = _read_cov(args.cov)
-    info = _read_info(args.info, args.condition)
+    device = _check_device(args.device)
+    if args.plain and args.method != "steplista":
+        raise CLIError("--plain applies to --method steplista only")
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CLIError(f"output file exists (use --overwrite): {out}")
     if not out.parent.is_dir():
         raise CLIError(f"output folder does not exist: {out.parent}")
-    from .inverse import StepLISTA
+    fwd = _read_forward(args.forward)
+    cov = _read_cov(args.cov)
+    info = _read_info(args.info, args.condition)
+    from . import StepLISTA, StepMxNE
 
+    kwargs = dict(
+        n_layers=args.n_layers,
+        loose=args.loose,
+        depth=args.depth,
+        device=device,
+        verbose=False,
+    )
     try:
-        model = StepLISTA(
-            fwd,
-            cov,
-            info,
-            n_layers=args.n_layers,
-            loose=args.loose,
-            depth=args.depth,
-            device=args.device,
-            adaptive=not args.plain,
-            verbose=False,
-        )
+        if args.method == "mxne":
+            model = StepMxNE(fwd, cov, info, **kwargs)
+        else:
+            model = StepLISTA(fwd, cov, info, adaptive=not args.plain, **kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise CLIError(
             f"the forward, covariance and info do not make a valid problem: "
             f"{_one_line(exc)}"
         ) from exc
     print(f"{model!r}")
-    fit_kwargs = dict(random_state=args.seed)
-    for name in ("n_samples", "n_epochs", "max_time"):
+    fit_args, fit_kwargs = [], dict(random_state=args.seed)
+    if args.n_samples is not None:
+        if args.method == "mxne":  # StepMxNE.fit(n_windows, ...)
+            fit_args.append(args.n_samples)
+        else:
+            fit_kwargs["n_samples"] = args.n_samples
+    for name in ("n_epochs", "max_time"):
         if getattr(args, name) is not None:
             fit_kwargs[name] = getattr(args, name)
     t0 = time.perf_counter()
-    model.fit(**fit_kwargs)
+    try:
+        model.fit(*fit_args, **fit_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"training failed: {_one_line(exc)}") from exc
     print(f"Trained in {time.perf_counter() - t0:.1f} s")
-    _call_save(model, out, overwrite=args.overwrite)
-    print(f"Model written: {out}")
+    # write under a temporary name in the destination folder, then rename
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    try:
+        model.save(tmp, overwrite=True)
+        if out.exists() and not args.overwrite:  # appeared while training
+            raise CLIError(f"output file exists (use --overwrite): {out}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"Model ({_ESTIMATORS[args.method]}) written: {out}")
     return 0
 
 
-def _call_save(model, fname, overwrite):
-    if not hasattr(model, "save"):
-        raise CLIError(
-            "this installation of mne_lista has no StepLISTA.save (saving "
-            "models is not available yet)"
-        )
-    if "overwrite" in inspect.signature(model.save).parameters:
-        model.save(fname, overwrite=overwrite)
-    else:
-        model.save(fname)
+def _read_model(fname, forward, noise_cov, info, method=None):
+    """Read a model file with the reader its metadata names -> (model, method)."""
+    from . import read_step_lista, read_step_mxne
+    from ._io import read_model_metadata
 
-
-def _read_model(fname, forward, noise_cov, info):
-    """Call read_step_lista with whatever of forward/cov/info it accepts."""
-    try:
-        from . import read_step_lista
-    except ImportError:  # pragma: no cover
-        raise CLIError(
-            "this installation of mne_lista has no read_step_lista "
-            "(reading saved models is not available)"
-        ) from None
-    params = inspect.signature(read_step_lista).parameters
-    kwargs = {}
-    for name, value in (
-        ("forward", forward),
-        ("noise_cov", noise_cov),
-        ("info", info),
-        ("verbose", False),
-    ):
-        if name in params:
-            kwargs[name] = value
     path = _check_file(fname, "model")
     try:
-        return read_step_lista(path, **kwargs)
+        meta = read_model_metadata(path)
+    except (ValueError, OSError) as exc:
+        raise CLIError(_one_line(exc)) from exc
+    network = meta.get("network")
+    found = "mxne" if network in ("StepMxNENet", "StepFISTAMxNENet") else "steplista"
+    if method is not None and method != found:
+        raise CLIError(
+            f"--method {method}: the model {fname} holds a {network} network "
+            f"(--method {found}); train one with 'mne-lista fit --method {method}'"
+        )
+    reader = read_step_mxne if found == "mxne" else read_step_lista
+    try:
+        model = reader(path, forward, noise_cov, info, verbose=False)
     except Exception as exc:
         raise CLIError(
             f"could not load the model {fname} for this forward/covariance/"
             f"data: {_one_line(exc)}"
         ) from exc
+    return model, found
+
+
+def _prepare(inst, args, what):
+    """Baseline (on the whole data, as read_evokeds does), then crop."""
+    if args.baseline is not None:
+        try:
+            inst.apply_baseline(args.baseline, verbose=False)
+        except ValueError as exc:
+            raise CLIError(
+                f"{what}: --baseline {_format_baseline(args.baseline)} is outside "
+                f"the data ({inst.times[0]:.3g}..{inst.times[-1]:.3g} s): pass "
+                "--baseline none, or START,END within the data"
+            ) from exc
+    if args.tmin is None and args.tmax is None:
+        return inst
+    try:
+        return inst.crop(args.tmin, args.tmax)
+    except ValueError as exc:
+        raise CLIError(f"{what}: cannot crop the data: {_one_line(exc)}") from exc
+
+
+def _check_data(data, problem, what):
+    """Channels present and finite values; returns, per item, whether its
+    whitened data are zero (then the zero estimate is exact)."""
+    import numpy as np
+
+    missing = [c for c in problem.ch_names if c not in data.ch_names]
+    if missing:
+        raise CLIError(
+            f"{what}: {len(missing)} channel(s) of the model are missing, e.g. "
+            f"{missing[:5]}"
+        )
+    picks = [data.ch_names.index(c) for c in problem.ch_names]
+    values = data.get_data(picks=picks)  # (n_ch, T) or (n_epochs, n_ch, T)
+    values = values if values.ndim == 3 else values[np.newaxis]
+    bad = ~np.isfinite(values).all(axis=(1, 2))
+    if bad.any():
+        k = np.flatnonzero(bad)
+        chans = np.flatnonzero(~np.isfinite(values[k[0]]).all(axis=1))
+        where = f"epoch(s) {[int(i) for i in k[:10]]}: " if len(values) > 1 else ""
+        raise CLIError(
+            f"{what}: {where}NaN or infinite values in channel(s) "
+            f"{[problem.ch_names[c] for c in chans[:5]]}; nothing was written"
+        )
+    white = np.matmul(problem.whitener, values)
+    scale = np.linalg.norm(problem.whitener, 2) * np.abs(values).max(axis=(1, 2))
+    return np.abs(white).max(axis=(1, 2)) <= 1e-12 * scale
+
+
+def _apply_kwargs(args, method):
+    """tol (auto: 1e-4 for MxNE, as mixed_norm; none for Step-LISTA) etc."""
+    tol = args.tol
+    if tol == "auto":
+        tol = 1e-4 if method == "mxne" else None
+    elif tol == "none":
+        tol = None
+    if tol is not None and args.alpha == 0:
+        raise CLIError(
+            "--alpha 0 has no sparse solution to certify with --tol: pass a "
+            "positive --alpha, or --tol none for the network's estimate"
+        )
+    kwargs = dict(debias=not args.no_debias, tol=tol)
+    return kwargs
 
 
 def _cmd_apply(args):
+    if args.device is not None:
+        _check_device(args.device)
+    prefix = Path(args.output)
+    if not prefix.parent.is_dir():
+        raise CLIError(f"output folder does not exist: {prefix.parent}")
     _check_file(args.model, "model")
     fwd = _read_forward(args.forward)
     cov = _read_cov(args.cov)
     kind, data = _read_data(args.data, args.condition)
     info = data[0].info if kind == "evoked" else data.info
-    model = _read_model(args.model, fwd, cov, info)
+    model, method = _read_model(args.model, fwd, cov, info, args.method)
+    apply_kwargs = _apply_kwargs(args, method)
     if args.device is not None:
         try:
             model.to(args.device)
         except (RuntimeError, ValueError) as exc:
             raise CLIError(_one_line(exc)) from exc
     print(f"{model!r}")
-    prefix = Path(args.output)
-    if not prefix.parent.is_dir():
-        raise CLIError(f"output folder does not exist: {prefix.parent}")
-    apply_kwargs = dict(debias=not args.no_debias)
-    if args.tol is not None:
-        apply_kwargs["tol"] = args.tol
-    written = []
-    t0 = time.perf_counter()
+    src = fwd["src"]
+    # validate everything before computing or writing anything
     if kind == "evoked":
-        for k, evoked in enumerate(data):
-            evoked = _crop(evoked, args.tmin, args.tmax)
-            stc = _apply(model.apply, evoked, args.alpha, **apply_kwargs)
-            suffix = "" if len(data) == 1 else f"-{_safe_name(evoked.comment or k)}"
-            written += _save_stc(stc, f"{prefix}{suffix}")
-            print(f"  {evoked.comment!r}: {_n_active(stc)} active source(s)")
+        names = [ev.comment or str(k) for k, ev in enumerate(data)]
+        prefixes = [
+            f"{prefix}" if len(data) == 1 else f"{prefix}-{_safe_name(name)}"
+            for name in names
+        ]
+        data = [
+            _prepare(ev, args, f"condition {name!r}") for ev, name in zip(data, names)
+        ]
+        zero = [
+            _check_data(ev, model.problem, f"condition {name!r}")[0]
+            for ev, name in zip(data, names)
+        ]
     else:
-        epochs = _crop(data, args.tmin, args.tmax)
-        if args.batch_size is not None:
-            apply_kwargs["batch_size"] = args.batch_size
-        stcs = _apply(
-            model.apply_epochs,
-            epochs,
-            args.alpha,
-            return_generator=True,
-            **apply_kwargs,
+        data = _prepare(data, args, "epochs")
+        zero = _check_data(data, model.problem, "epochs")
+        n_digits = len(str(len(data)))
+        prefixes = [f"{prefix}-epo{k:0{n_digits}d}" for k in range(len(data))]
+    existing = _existing_outputs(prefixes)
+    if existing and not args.overwrite:
+        raise CLIError(
+            f"{len(existing)} output file(s) exist (use --overwrite), e.g. "
+            f"{existing[0]}"
         )
-        n_digits = len(str(len(epochs)))
-        for k, stc in enumerate(stcs):
-            written += _save_stc(stc, f"{prefix}-epo{k:0{n_digits}d}")
-        print(f"  {len(epochs)} epochs localized")
+    t0 = time.perf_counter()
+    with _AtomicOutputs(prefix.parent) as outputs:
+        if kind == "evoked":
+            for evoked, name, pre, is_zero in zip(data, names, prefixes, zero):
+                if is_zero:
+                    stc = _empty_stc(
+                        src,
+                        len(evoked.times),
+                        evoked.times[0],
+                        1 / evoked.info["sfreq"],
+                    )
+                    note = " (zero after whitening: the zero estimate is exact)"
+                else:
+                    stc = _apply(
+                        model.apply,
+                        evoked,
+                        args.alpha,
+                        f"condition {name!r}",
+                        **apply_kwargs,
+                    )
+                    note = ""
+                outputs.save_stc(stc, Path(pre).name)
+                print(f"  {name!r}: {_n_active(stc)} active source(s){note}")
+        else:
+            _apply_epochs(model, data, zero, prefixes, src, args, apply_kwargs, outputs)
+    written = outputs.written
     print(
         f"Localized in {time.perf_counter() - t0:.2f} s; wrote {len(written)} file(s)"
     )
@@ -349,20 +630,45 @@ def _cmd_apply(args):
     return 0
 
 
-def _crop(inst, tmin, tmax):
-    if tmin is None and tmax is None:
-        return inst
-    try:
-        return inst.copy().crop(tmin, tmax)
-    except ValueError as exc:
-        raise CLIError(f"cannot crop the data: {_one_line(exc)}") from exc
+def _apply_epochs(model, epochs, zero, prefixes, src, args, apply_kwargs, outputs):
+    import numpy as np
+
+    if args.batch_size is not None:
+        apply_kwargs["batch_size"] = args.batch_size
+    todo = np.flatnonzero(~zero)
+    stcs = iter(())
+    if len(todo):
+        stcs = _apply(
+            model.apply_epochs,
+            epochs[todo] if len(todo) < len(epochs) else epochs,
+            args.alpha,
+            "epochs",
+            return_generator=True,
+            **apply_kwargs,
+        )
+    tstep = 1.0 / epochs.info["sfreq"]
+    for k, pre in enumerate(prefixes):
+        if zero[k]:
+            stc = _empty_stc(src, len(epochs.times), epochs.times[0], tstep)
+        else:
+            try:
+                stc = next(stcs)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise CLIError(f"epoch {k}: {_one_line(exc)}") from exc
+        outputs.save_stc(stc, Path(pre).name)
+    note = (
+        f" ({int(zero.sum())} zero after whitening: zero estimate)"
+        if zero.any()
+        else ""
+    )
+    print(f"  {len(epochs)} epochs localized{note}")
 
 
-def _apply(func, inst, alpha, **kwargs):
+def _apply(func, inst, alpha, what, **kwargs):
     try:
         return func(inst, alpha, **kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise CLIError(_one_line(exc)) from exc
+        raise CLIError(f"{what}: {_one_line(exc)}") from exc
 
 
 def _n_active(stc):
@@ -429,8 +735,10 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description=(
-            "Sparse MEG/EEG source localization with Step-LISTA, ISTA unrolled "
-            "with learned step sizes (Ablin et al., NeurIPS 2019), for MNE-Python."
+            "Sparse MEG/EEG source localization with learned solvers, for "
+            "MNE-Python: StepMxNE (mixed_norm's problem, certified to a "
+            "tolerance: the default) and per-sample Step-LISTA, ISTA unrolled "
+            "with learned step sizes (Ablin et al., NeurIPS 2019)."
         ),
         epilog=(
             "Run 'mne-lista COMMAND --help' for the options of a command. "
@@ -473,12 +781,15 @@ def build_parser():
 
     p = sub.add_parser(
         "fit",
-        help="train a Step-LISTA model for a forward model -> model file",
+        help="train a model (StepMxNE or Step-LISTA) for a forward model -> file",
         description=(
-            "Build the (group) Lasso problem of FORWARD, COV and the channels "
-            "of EVOKED_OR_INFO exactly as mne.inverse_sparse.mixed_norm does, "
-            "train Step-LISTA on simulated sources pushed through it, and save "
-            "the model."
+            "Build the problem of FORWARD, COV and the channels of "
+            "EVOKED_OR_INFO exactly as mne.inverse_sparse.mixed_norm does, "
+            "train the learned solver on simulated sources pushed through it, "
+            "and save the model. --method mxne (default): StepMxNE, "
+            "mixed_norm's L21 problem (one support per time window), applied "
+            "certified to --tol; --method steplista: per-sample Step-LISTA "
+            "(one Lasso per time sample)."
         ),
     )
     p.add_argument("forward", metavar="FORWARD", help="forward solution (-fwd.fif)")
@@ -489,6 +800,13 @@ def build_parser():
         help="any fif file with the measurement info (evoked, epochs, raw)",
     )
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file")
+    p.add_argument(
+        "--method",
+        choices=("mxne", "steplista"),
+        default="mxne",
+        help="mxne: StepMxNE, mixed_norm's problem (default); steplista: "
+        "per-sample Step-LISTA",
+    )
     p.add_argument(
         "--n-layers", type=int, default=20, help="layers (default: %(default)s)"
     )
@@ -507,8 +825,8 @@ def build_parser():
     p.add_argument(
         "--plain",
         action="store_true",
-        help="plain Step-LISTA, one learned step per layer "
-        "(StepLISTA(adaptive=False)); by default the adaptive network "
+        help="with --method steplista: plain Step-LISTA, one learned step per "
+        "layer (StepLISTA(adaptive=False)); by default the adaptive network "
         "(per-sample steps with backtracking)",
     )
     p.add_argument(
@@ -520,7 +838,8 @@ def build_parser():
         "--n-samples",
         type=int,
         default=None,
-        help="number of simulated training samples (default: that of fit())",
+        help="number of simulated training samples (steplista) or windows "
+        "(mxne) (default: that of fit())",
     )
     p.add_argument(
         "--n-epochs",
@@ -543,9 +862,12 @@ def build_parser():
         "apply",
         help="localize evoked or epochs data with a saved model -> stc files",
         description=(
-            "Load MODEL (checked against FORWARD and COV), localize DATA (an "
-            "evoked or an epochs fif file) and write source estimates "
-            "OUT_PREFIX[-condition|-epoN]-{lh,rh,vl}.stc."
+            "Load MODEL (checked against FORWARD and COV; StepMxNE or "
+            "Step-LISTA as its file says), localize DATA (an evoked or an "
+            "epochs fif file) and write source estimates "
+            "OUT_PREFIX[-condition|-epoN]-{lh,rh,vl}.stc. All conditions or "
+            "epochs are checked before anything is written, and the files "
+            "appear together (written under a temporary name, then renamed)."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model file written by 'fit'")
@@ -556,25 +878,44 @@ def build_parser():
     )
     p.add_argument(
         "--alpha",
-        type=_positive_float,
+        type=_parse_alpha,
         required=True,
-        help="regularization in %% of alpha_max over the window, as mixed_norm",
+        help="regularization in [0, 100), %% of alpha_max over the window, as "
+        "mixed_norm",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT_PREFIX", help="output prefix"
     )
+    p.add_argument(
+        "--method",
+        choices=("mxne", "steplista"),
+        default=None,
+        help="check that MODEL is of this kind (default: whatever MODEL holds)",
+    )
     p.add_argument("--condition", default=None, help="evoked condition (name/index)")
+    p.add_argument(
+        "--baseline",
+        type=_parse_baseline,
+        default=(None, 0),
+        metavar="none|START,END",
+        help="baseline correction applied before --tmin/--tmax, in s, 'None' "
+        "for an end of the data (default: None,0, i.e. baseline=(None, 0) "
+        "as in the tutorials); 'none' for no correction",
+    )
     p.add_argument("--tmin", type=float, default=None, help="window start (s)")
     p.add_argument("--tmax", type=float, default=None, help="window end (s)")
     p.add_argument(
         "--tol",
-        type=_positive_float,
-        default=None,
-        help="finish samples whose relative duality gap exceeds TOL exactly",
+        type=_parse_tol,
+        default="auto",
+        help="relative duality gap to solve to exactly, or 'none' (the "
+        "network alone, approximate). Default 'auto': 1e-4 (mixed_norm's "
+        "tol) for mxne models, none for steplista models",
     )
     p.add_argument("--no-debias", action="store_true", help="skip debiasing")
     p.add_argument("--batch-size", type=int, default=None, help="epochs chunk size")
     p.add_argument("--device", default=None, help="torch device (default: model's)")
+    p.add_argument("--overwrite", action="store_true", help="overwrite output files")
     _add_common(p)
 
     names = available_benchmarks()

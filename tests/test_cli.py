@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import warnings
 
 import mne
 import numpy as np
@@ -147,6 +148,8 @@ def cli_model(cli_files):
             "Right Auditory",
             "-o",
             str(model),
+            "--method",
+            "steplista",
             "--n-layers",
             "5",
             "--loose",
@@ -173,7 +176,7 @@ def test_fit_plain(cli_files, cli_model, capsys):
     ret = cli.main(
         ["fit", *common, "--condition", "Right Auditory", "-o", str(model)]
         + ["--n-layers", "3", "--loose", "0", "--n-samples", "64", "--n-epochs", "1"]
-        + ["--plain", "-q"]
+        + ["--method", "steplista", "--plain", "-q"]
     )
     assert ret == 0, capsys.readouterr().err
     with np.load(model, allow_pickle=False) as npz:
@@ -234,6 +237,8 @@ def test_fit_apply_round_trip(cli_files, cli_model, fwd_surf, capsys):
             str(cli_files["epo"]),
             "--alpha",
             "30",
+            "--baseline",
+            "none",
             "-o",
             str(prefix),
             "-q",
@@ -290,3 +295,298 @@ def test_fit_refuses_to_overwrite(cli_files, cli_model, capsys):
     )
     assert ret == 1
     assert "output file exists" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------
+# issue #18: --method mxne (default) / steplista, --baseline, clean failures
+
+
+@pytest.fixture(scope="module")
+def cli_mxne_model(cli_files):
+    """A StepMxNE model file, trained by the default `fit` (no --method)."""
+    model = cli_files["tmp"] / "mxne.npz"
+    common = [str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
+    ret = cli.main(
+        ["fit", *common, "-o", str(model), "--n-layers", "3", "--loose", "0"]
+        + ["--n-samples", "16", "--n-epochs", "1", "-q"]
+    )
+    assert ret == 0
+    return model
+
+
+def _apply_args(model, cli_files, data="ave", *extra):
+    return ["apply", str(model), str(cli_files["fwd"]), str(cli_files["cov"])] + [
+        str(cli_files[data]),
+        *extra,
+        "-q",
+    ]
+
+
+def test_fit_default_is_mxne_and_apply_matches_python(
+    cli_files, cli_mxne_model, fwd_surf, capsys
+):
+    """The default path: StepMxNE certified to tol=1e-4 (mixed_norm's tol) on
+    the evoked baseline-corrected with (None, 0), as in the tutorials: the CLI
+    gives the stc of the Python API."""
+    from mne_lista import read_step_mxne
+    from mne_lista._io import read_model_metadata
+
+    assert read_model_metadata(cli_mxne_model)["network"] == "StepMxNENet"
+    assert not list(cli_files["tmp"].glob(".*"))  # written atomically, no leftovers
+    prefix = cli_files["tmp"] / "mx-ra"
+    args = ["--condition", "Right Auditory", "--tmin", "0.07", "--tmax", "0.11"]
+    ret = cli.main(
+        _apply_args(cli_mxne_model, cli_files, "ave", *args, "--alpha", "40")
+        + ["-o", str(prefix)]
+    )
+    assert ret == 0, capsys.readouterr().err
+    assert "StepMxNE" in capsys.readouterr().out
+    stc_cli = mne.read_source_estimate(str(prefix))
+
+    cov = mne.read_cov(cli_files["cov"], verbose=False)
+    evoked = mne.read_evokeds(
+        cli_files["ave"], condition="Right Auditory", baseline=(None, 0), verbose=False
+    ).crop(0.07, 0.11)
+    model = read_step_mxne(cli_mxne_model, fwd_surf, cov, evoked.info)
+    stc = model.apply(evoked, 40, tol=1e-4)
+    assert model.certificate_["n_resolved"] == 1  # solved exactly, certified
+    assert len(stc.vertices[0]) + len(stc.vertices[1]) > 0
+    for hemi in range(2):
+        np.testing.assert_array_equal(stc_cli.vertices[hemi], stc.vertices[hemi])
+    np.testing.assert_allclose(stc_cli.data, stc.data, rtol=1e-5, atol=1e-15)
+
+    # without a baseline correction the data, hence the estimate, differ
+    ret = cli.main(
+        _apply_args(cli_mxne_model, cli_files, "ave", *args, "--alpha", "40")
+        + ["--baseline", "none", "-o", str(cli_files["tmp"] / "mx-nobl")]
+    )
+    assert ret == 0
+    stc_raw = mne.read_source_estimate(str(cli_files["tmp"] / "mx-nobl"))
+    assert stc_raw.data.shape != stc.data.shape or not np.allclose(
+        stc_raw.data, stc.data
+    )
+
+
+def test_apply_method_must_match_model(cli_files, cli_mxne_model, capsys):
+    ret = cli.main(
+        _apply_args(cli_mxne_model, cli_files, "ave", "--condition", "0")
+        + ["--alpha", "40", "--method", "steplista", "-o", str(cli_files["tmp"] / "z")]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "holds a StepMxNENet network" in err and "--method mxne" in err
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("none", None),
+        ("None,0", (None, 0.0)),
+        ("-0.2,0", (-0.2, 0.0)),
+        ("0.1,None", (0.1, None)),
+    ],
+)
+def test_parse_baseline(value, expected):
+    assert cli._parse_baseline(value) == expected
+
+
+def test_baseline_outside_data(cli_files, cli_model, capsys):
+    """The default baseline (None, 0) on epochs that start at 70 ms: one line
+    that says what to do."""
+    ret = cli.main(
+        _apply_args(cli_model, cli_files, "epo", "--alpha", "30")
+        + ["-o", str(cli_files["tmp"] / "bl")]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "--baseline None,0 is outside the data" in err
+    assert "--baseline none" in err and len(err.strip().splitlines()) == 1
+    assert not list(cli_files["tmp"].glob("bl*"))
+
+
+def test_nan_condition_writes_nothing(cli_files, cli_mxne_model, tmp_path, capsys):
+    """A NaN in the 2nd condition: an error naming it, and no file at all."""
+    evokeds = mne.read_evokeds(cli_files["ave"], verbose=False)[:2]
+    evokeds[1].data[3, 10] = np.nan
+    fname = tmp_path / "nan-ave.fif"
+    mne.write_evokeds(fname, evokeds, verbose=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    ret = cli.main(
+        ["apply", str(cli_mxne_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(fname), "--alpha", "40", "-o", str(out / "x"), "-q"]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "condition 'Right Auditory'" in err and "NaN" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []  # no .stc, no temporary folder
+
+
+def test_apply_refuses_to_overwrite(cli_files, cli_mxne_model, tmp_path, capsys):
+    """As fit: existing outputs need --overwrite; with it they are replaced."""
+    prefix = tmp_path / "ra"
+    args = _apply_args(cli_mxne_model, cli_files, "ave", "--condition", "1")
+    args += ["--alpha", "40", "--tmin", "0.07", "--tmax", "0.11", "-o", str(prefix)]
+    assert cli.main(args) == 0
+    stale = tmp_path / "ra-lh.stc"
+    stale.write_bytes(b"stale")
+    assert cli.main(args) == 1
+    assert "exist (use --overwrite)" in capsys.readouterr().err
+    assert stale.read_bytes() == b"stale"
+    assert cli.main(args + ["--overwrite"]) == 0
+    assert np.isfinite(mne.read_source_estimate(str(prefix)).data).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ra-lh.stc", "ra-rh.stc"]
+
+
+def test_zero_data_exact_zero_estimate(cli_files, cli_mxne_model, tmp_path, capsys):
+    """All-zero data: the zero estimate (exact), written without warnings."""
+    evoked = mne.read_evokeds(cli_files["ave"], condition=1, verbose=False)
+    evoked.data[:] = 0.0
+    fname = tmp_path / "zero-ave.fif"
+    evoked.save(fname, verbose=False)
+    prefix = tmp_path / "zero"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ret = cli.main(
+            ["apply", str(cli_mxne_model), str(cli_files["fwd"])]
+            + [str(cli_files["cov"]), str(fname), "--alpha", "40"]
+            + ["-o", str(prefix), "-q"]
+        )
+    assert ret == 0, capsys.readouterr().err
+    assert [str(w.message) for w in caught] == []
+    assert "zero estimate is exact" in capsys.readouterr().out
+    stc = mne.read_source_estimate(str(prefix))
+    assert stc.data.shape == (0, len(evoked.times))
+
+
+def test_alpha_zero(cli_files, cli_model, cli_mxne_model, tmp_path, capsys):
+    """--alpha 0 is accepted as by the API; with --tol it is a one-line error."""
+    common = ["--condition", "1", "--tmin", "0.08", "--tmax", "0.09"]
+    ret = cli.main(
+        _apply_args(cli_model, cli_files, "ave", *common, "--alpha", "0")
+        + ["-o", str(tmp_path / "a0")]
+    )
+    assert ret == 0, capsys.readouterr().err
+    assert mne.read_source_estimate(str(tmp_path / "a0")).data.shape[0] > 0
+    ret = cli.main(
+        _apply_args(cli_mxne_model, cli_files, "ave", *common, "--alpha", "0")
+        + ["-o", str(tmp_path / "b0")]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "--alpha 0 has no sparse solution to certify with --tol" in err
+    with pytest.raises(SystemExit):
+        cli.main(_apply_args(cli_model, cli_files, "ave", "--alpha", "100", "-o", "x"))
+    assert "--alpha must be in [0, 100)" in capsys.readouterr().err
+
+
+def test_truncated_forward_one_line(cli_files, tmp_path):
+    """A truncated forward: one line naming the file, no MNE warning noise."""
+    data = cli_files["fwd"].read_bytes()
+    fname = tmp_path / "trunc-fwd.fif"
+    fname.write_bytes(data[: len(data) // 2])
+    res = _run_console(
+        "fit",
+        str(fname),
+        str(cli_files["cov"]),
+        str(cli_files["ave"]),
+        "-o",
+        str(tmp_path / "m.npz"),
+        "-q",
+    )
+    assert res.returncode == 1
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "trunc-fwd.fif" in err and "truncated or corrupt" in err
+    assert "RuntimeWarning" not in err and "size 1" not in err
+    assert res.stdout == ""
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_unknown_condition_lists_all(cli_files, capsys):
+    ret = cli.main(
+        ["fit", str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
+        + ["--condition", "Nope", "-o", str(cli_files["tmp"] / "n.npz"), "-q"]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "condition 'Nope' not found" in err
+    for name in ("Left Auditory", "Right Auditory", "Left visual", "Right visual"):
+        assert f"'{name}'" in err
+
+
+def test_fit_cuda_unavailable(cli_files, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    ret = cli.main(
+        ["fit", str(cli_files["fwd"]), str(cli_files["cov"]), str(cli_files["ave"])]
+        + ["--device", "cuda", "-o", str(cli_files["tmp"] / "c.npz"), "-q"]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "forward" not in err
+
+
+def test_demo_glass_head_figure():
+    """The demo's source figure: every estimate on three orthogonal views of
+    the head outline, with the simulated dipoles at their projected places."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    from mne_lista._demo import _HEAD_RADIUS, _plot_glass_sources
+
+    rng = np.random.default_rng(0)
+    grid = rng.uniform(-50, 50, (200, 3)) + [0, 0, 40]
+    true_pos = np.array([[0.03, 0.01, 0.08], [-0.04, -0.02, 0.05]])
+    estimates = {
+        "Step-LISTA": (None, true_pos + 0.005, np.array([1.0, 0.5])),
+        "mixed_norm": (None, np.zeros((0, 3)), np.zeros(0)),
+    }
+    fig = plt.figure()
+    axes = _plot_glass_sources(fig, grid, true_pos, estimates)
+    assert axes.shape == (2, 3)
+    for ax, (i, j) in zip(axes[0], ((1, 2), (0, 2), (0, 1))):
+        radii = [p.radius for p in ax.patches if isinstance(p, Circle)]
+        assert 1e3 * _HEAD_RADIUS in radii  # the head outline
+        stars = ax.collections[-1].get_offsets()
+        np.testing.assert_allclose(stars, 1e3 * true_pos[:, [i, j]])
+    plt.close(fig)
+
+
+def test_epochs_checked_before_writing(cli_files, cli_mxne_model, tmp_path, capsys):
+    """Epochs: a NaN epoch is named and nothing is written; a zero epoch gets
+    the exact zero estimate, the others StepMxNE's."""
+    epochs = mne.read_epochs(cli_files["epo"], verbose=False)
+    data = epochs.get_data()
+    data[1, 2, 3] = np.inf
+    bad = tmp_path / "bad-epo.fif"
+    mne.EpochsArray(data, epochs.info, tmin=epochs.tmin, proj=False).save(bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ["--alpha", "40", "--baseline", "none", "-q"]
+    ret = cli.main(
+        ["apply", str(cli_mxne_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(bad), "-o", str(out / "e"), *common]
+    )
+    assert ret == 1
+    err = capsys.readouterr().err
+    assert "epochs: epoch(s) [1]: NaN or infinite" in err
+    assert list(out.iterdir()) == []
+
+    data[1] = 0.0
+    zero = tmp_path / "zero-epo.fif"
+    mne.EpochsArray(data, epochs.info, tmin=epochs.tmin, verbose=False).save(zero)
+    ret = cli.main(
+        ["apply", str(cli_mxne_model), str(cli_files["fwd"]), str(cli_files["cov"])]
+        + [str(zero), "-o", str(out / "e"), *common]
+    )
+    assert ret == 0, capsys.readouterr().err
+    assert "1 zero after whitening" in capsys.readouterr().out
+    n_active = [
+        mne.read_source_estimate(str(out / f"e-epo{k}")).shape[0] for k in range(3)
+    ]
+    assert n_active[1] == 0 and n_active[0] > 0 and n_active[2] > 0
+    assert len(list(out.iterdir())) == 6  # lh + rh per epoch, no leftovers
