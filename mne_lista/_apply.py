@@ -139,9 +139,10 @@ def make_estimate(
     active = np.asarray(active, dtype=bool)
     X = np.asarray(X, dtype=np.float64)
     G_active = problem.gain[:, active]
-    if not active.any():
+    zero_data = not np.any(M)
+    if not active.any() and not zero_data:  # (zero data: zero is exact)
         warn("No active dipoles found. alpha is too big.")
-    elif debias:
+    elif active.any() and debias:
         X = _debias(M, G_active, X, n_orient)
     sw = problem.source_weighting[active].copy()
     X = X * sw[:, None]  # Am
@@ -162,7 +163,11 @@ def make_estimate(
             problem.forward, evoked, X, active, problem.info
         )
     with use_log_level(None if log else "warning"):
-        exp_var = _compat.log_exp_var(M, M_est, prefix="    ")
+        if zero_data:
+            logger.info("    Zero data: the zero estimate is exact")
+            exp_var = np.nan  # 0 / 0
+        else:
+            exp_var = _compat.log_exp_var(M, M_est, prefix="    ")
     return out, residual, exp_var
 
 

@@ -90,5 +90,3 @@ def _debias_fista(Q, b, lip, max_iter, tol):
         if np.abs(d - d_old).max() < tol:
             return d, it
     return d, max_iter
-
-

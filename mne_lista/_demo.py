@@ -270,55 +270,6 @@ def _rng_kwarg(func, rng):
     return {name: rng}
 
 
-def localization_error(true_pos, est_pos, est_amp):
-    """Localization error and spatial dispersion of sparse estimates (m).
-
-    Parameters
-    ----------
-    true_pos : array, shape (n_true, 3)
-        Positions of the simulated sources.
-    est_pos : array, shape (n_est, 3)
-        Positions of the estimated sources.
-    est_amp : array, shape (n_est,)
-        Their peak amplitudes.
-
-    Returns
-    -------
-    error : float
-        Mean over the simulated sources of the distance to the nearest of
-        the ``n_true`` strongest estimated sources (``inf`` when nothing was
-        estimated).
-    dispersion : float
-        Amplitude-weighted mean distance from every estimated source to the
-        nearest simulated one (spurious or spread-out estimates raise it).
-    """
-    true_pos = np.atleast_2d(true_pos)
-    est_pos = np.asarray(est_pos).reshape(-1, 3)
-    est_amp = np.asarray(est_amp, dtype=float).ravel()
-    if len(est_pos) == 0:
-        return np.inf, np.inf
-    dist = np.linalg.norm(true_pos[:, None] - est_pos[None], axis=-1)
-    strongest = np.argsort(est_amp)[::-1][: len(true_pos)]
-    error = float(dist[:, strongest].min(axis=1).mean())
-    weights = est_amp / est_amp.sum() if est_amp.sum() > 0 else None
-    dispersion = float(np.average(dist.min(axis=0), weights=weights))
-    return error, dispersion
-
-
-def source_positions(stc, src):
-    """Positions (m) and peak amplitudes of the sources of a sparse stc."""
-    vertno = np.concatenate(stc.vertices)
-    if len(vertno) == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    rr = np.concatenate(
-        [s["rr"][v] for s, v in zip(src, stc.vertices) if len(v)], axis=0
-    )
-    data = stc.data
-    if data.ndim == 3:  # vector
-        data = np.linalg.norm(data, axis=1)
-    return rr, np.abs(data).max(axis=-1)
-
-
 # ----------------------------------------------------------------------------
 # the end-to-end demo behind ``mne-lista demo``
 
@@ -352,13 +303,14 @@ def run_demo(out_dir=None, *, quick=False, alpha=None, random_state=0, verbose=N
         n_active), ``fit_time_s``, ``n_sources``, ``n_positions``,
         ``figures`` (written PNG files), ``note``.
     """
+    import copy
     import time
 
     from mne.inverse_sparse import mixed_norm
 
-    from ._apply import apply_evoked
     from .inverse import StepLISTA
-    from .solvers import fista
+    from .networks import UnrolledISTA
+    from .simulation import localization_error, source_positions
 
     alpha = 30.0 if alpha is None else float(alpha)
     pos, n_layers = (20.0, 5) if quick else (12.0, 20)
@@ -428,17 +380,17 @@ def run_demo(out_dir=None, *, quick=False, alpha=None, random_state=0, verbose=N
         wall,
         model.certificate_["rel_gap"],
     )
-    # FISTA on the same per-sample problems, through the same MNE glue: with
-    # the budget of the network, then with many more iterations
+    # FISTA on the same per-sample problems, through the same MNE glue (an
+    # untrained network with momentum is FISTA): with the budget of the
+    # network, then with many more iterations
+    fista_model = copy.copy(model)
     for n_iter in n_fista:
-
-        def solve_fista(X, lam, n_iter=n_iter):
-            return fista(problem, X, lam, n_iter)
-
+        fista_model.net = UnrolledISTA(problem, n_iter, momentum=True)
         t0 = time.perf_counter()
         with use_log_level("warning"):
-            stc, _, cert = apply_evoked(problem, solve_fista, evoked_win, alpha)
+            stc = fista_model.apply(evoked_win, alpha)
         wall = time.perf_counter() - t0
+        cert = fista_model.certificate_
         _row(f"FISTA-{n_iter}", f"FISTA ({n_iter} it.)", stc, wall, cert["rel_gap"])
     # MNE's mixed_norm (one multi-task problem over the window)
     t0 = time.perf_counter()
@@ -499,6 +451,8 @@ def format_demo_table(res):
 
 def _demo_figures(out_dir, evoked, stc_true, true_pos, estimates, model, src):
     import matplotlib
+
+    from .simulation import source_positions
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
         matplotlib.use("Agg")

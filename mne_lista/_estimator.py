@@ -139,6 +139,7 @@ class _Estimator:
         out = back(self.net(Mt, lam))
         return out.double().cpu().numpy() if is_numpy else out
 
+    @torch.no_grad()
     def _run_net(self, M, lam):
         """The network on float64 windows (n, W, K): float64 output."""
         dtype = self.net.G.dtype

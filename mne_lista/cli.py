@@ -13,10 +13,8 @@ status; set ``MNE_LISTA_DEBUG=1`` to see the full traceback instead.
 """
 
 import argparse
-import importlib
 import inspect
 import os
-import pkgutil
 import sys
 import time
 import warnings
@@ -675,44 +673,75 @@ def _n_active(stc):
     return sum(len(v) for v in stc.vertices)
 
 
+_BENCH_ENV = "MNE_LISTA_BENCHMARKS"
+
+
+def benchmarks_dir():
+    """The ``benchmarks/`` folder: ``$MNE_LISTA_BENCHMARKS``, or the one next
+    to the package source (a source checkout; an installed wheel has none)."""
+    env = os.environ.get(_BENCH_ENV, "")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "benchmarks"  # next to mne_lista/
+
+
 def available_benchmarks():
-    """Names of the benchmarks in :mod:`mne_lista.bench`."""
-    try:
-        bench = importlib.import_module("mne_lista.bench")
-    except ImportError:
+    """Names of the benchmark scripts in :func:`benchmarks_dir` (may be none)."""
+    folder = benchmarks_dir()
+    if not folder.is_dir():
         return []
     return sorted(
-        m.name
-        for m in pkgutil.iter_modules(bench.__path__)
-        if not m.name.startswith("_")
+        f.stem
+        for f in folder.glob("*.py")
+        if f.is_file() and not f.stem.startswith("_")
     )
 
 
+def _load_benchmark(folder, name):
+    """Import the script ``folder/name.py`` (its folder first on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"_mne_lista_benchmark_{name}", folder / f"{name}.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _cmd_bench(args, extra):
+    folder = benchmarks_dir()
+    if not folder.is_dir():
+        raise CLIError(
+            f"no benchmarks folder at {folder}: the benchmarks are not installed "
+            "with the package; run 'mne-lista bench' from a source checkout of "
+            f"mne-lista, or set {_BENCH_ENV} to its benchmarks/ folder"
+        )
     names = available_benchmarks()
     if args.name not in names:
         raise CLIError(
             f"unknown benchmark {args.name!r}; available: "
-            f"{', '.join(names) if names else 'none'}"
+            f"{', '.join(names) if names else 'none'} (in {folder})"
         )
-    mod = importlib.import_module(f"mne_lista.bench.{args.name}")
     argv = list(extra)
     if args.out is not None:
         argv += ["--out", str(args.out)]
     if args.quick:
         argv += ["--quick"]
-    main = getattr(mod, "main", None)
-    if main is None:
-        raise CLIError(f"benchmark {args.name!r} has no main()")
-    params = inspect.signature(main).parameters
-    old = sys.argv
+    old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [f"{_PROG} bench {args.name}"] + argv
+    sys.path.insert(0, str(folder))
     try:
+        main = getattr(_load_benchmark(folder, args.name), "main", None)
+        if main is None:
+            raise CLIError(f"benchmark {args.name!r} has no main()")
+        params = inspect.signature(main).parameters
         ret = main(argv) if params else main()
     except SystemExit as exc:  # the benchmark's own argument parser
         return exc.code if isinstance(exc.code, int) else 1
     finally:
-        sys.argv = old
+        sys.argv = old_argv
+        sys.path[:] = old_path
     return ret if isinstance(ret, int) else 0
 
 
@@ -923,14 +952,16 @@ def build_parser():
         "bench",
         help="run a benchmark (prints a table, writes JSON)",
         description=(
-            "Run the benchmark mne_lista.bench.NAME: it prints a table and "
-            "writes its figures as JSON. Available: "
-            f"{', '.join(names) if names else 'none installed'}. Options "
+            "Run the benchmark script benchmarks/NAME.py of a source checkout "
+            "(or of $MNE_LISTA_BENCHMARKS; an installed wheel has none): it "
+            "prints a table and writes its figures as JSON. Available: "
+            f"{', '.join(names) if names else 'none (no benchmarks folder)'}. "
+            "Options "
             "after NAME that are not listed here go to the benchmark itself "
             "(see 'mne-lista bench NAME -- --help')."
         ),
     )
-    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(names)}")
+    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(names) or 'none'}")
     p.add_argument("--out", default=None, metavar="FILE", help="JSON output file")
     p.add_argument("--quick", action="store_true", help="small, fast version")
     _add_common(p)

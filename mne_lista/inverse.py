@@ -172,6 +172,7 @@ class StepLISTA(_Estimator):
         squeeze = Mt.ndim == 1
         return (Mt[:, None] if squeeze else Mt), lambda X: X[:, 0] if squeeze else X
 
+    @torch.no_grad()
     def _solve_batch(self, M, alpha, *, tol):
         """Whitened epochs (n, E, T) -> one Lasso per sample, solved, certified.
 

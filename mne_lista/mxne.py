@@ -216,7 +216,8 @@ class StepMxNE(_Estimator):
         n_comp = min(self.problem.n_channels, n_times)
         return n_comp if time_pca is True else min(n_comp, int(time_pca))
 
-    def _solve_batch(self, M, alpha, *, tol, time_pca=True):
+    @torch.no_grad()
+    def _solve_windows(self, M, alpha, *, tol, time_pca=True):
         """Whitened epochs (n, E, T) -> one L21 problem each, solved, certified.
 
         As in ``mixed_norm``, the problem of an epoch is the one on its
@@ -225,8 +226,20 @@ class StepMxNE(_Estimator):
         alpha_max, lam, the solvers and the certificate all refer to it.
         Without ``tol`` the network solves the windows; with ``tol`` the
         exact solver (:meth:`_solve_exact`) does.
+
+        Returns
+        -------
+        X : Tensor, shape (m, E, K)
+            The solutions on the temporal components (float64).
+        M_pca : Tensor, shape (n, E, K)
+            The temporal components.
+        Vh : Tensor, shape (E, K, T)
+            The map back to time.
+        cert : dict
+            The certificate of the windows.
         """
         problem, n_orient = self.problem, self.problem.n_orient
+        M = torch.as_tensor(M, dtype=torch.float64, device=self.device)
         G = problem.gain_tensor(M.device, torch.float64)
         M_pca, Vh = _l21.time_pca(M, None if time_pca is True else int(time_pca))
         GtM = _l21.gain_t_times(G, M_pca)
@@ -246,9 +259,15 @@ class StepMxNE(_Estimator):
             alpha_max=a_max.cpu().numpy(),
             n_components=M_pca.shape[2],
         )
-        n_act = problem.n_orient * (_l21.group_sq_norms(X, n_orient) > 0).sum(0)
-        debias_ok = (n_act < problem.n_channels).cpu().numpy()
-        return self._per_epoch(problem, X, M_pca, Vh, debias_ok), cert
+        return X, M_pca, Vh, cert
+
+    def _solve_batch(self, M, alpha, *, tol, time_pca=True):
+        """The glue's batch solve: per-epoch pieces mapped back to time."""
+        X, M_pca, Vh, cert = self._solve_windows(M, alpha, tol=tol, time_pca=time_pca)
+        n_orient = self.problem.n_orient
+        n_act = n_orient * (_l21.group_sq_norms(X, n_orient) > 0).sum(0)
+        debias_ok = (n_act < self.problem.n_channels).cpu().numpy()
+        return self._per_epoch(self.problem, X, M_pca, Vh, debias_ok), cert
 
     def _solve_exact(self, M_pca, GtM, lam, tol):
         """Certified solutions of all windows: (X, rel_gap, n_fallback).
@@ -258,11 +277,11 @@ class StepMxNE(_Estimator):
         budget goes to MNE's ``mixed_norm_solver``, warm started on the
         solver's strongest positions.
         """
-        from .solvers import solve_mxne
+        from . import solvers
 
         problem, n_orient = self.problem, self.problem.n_orient
         G = problem.gain_tensor(M_pca.device, torch.float64)
-        X, rel, _ = solve_mxne(
+        X, rel, _ = solvers.solve_mxne(
             G,
             M_pca,
             lam,

@@ -72,8 +72,10 @@ def _batched_objectives(net, M, lam, n_layers=None, batch_size=2048):
 def evaluate(net, M, lam, n_layers=None, batch_size=2048):
     """Mean normalized objective of the network over a data set.
 
-    The network runs in evaluation mode (with its backtracking, if any).
+    ``M`` is ``(n, W, K)`` windows or ``(n, B)`` per-sample problems. The
+    network runs in evaluation mode (with its backtracking, if any).
     """
+    M, lam = _as_data(net, M, lam, "M")
     return _evaluate_and_count(net, M, lam, n_layers, batch_size)[0]
 
 

@@ -15,8 +15,7 @@ from mne.inverse_sparse import make_stc_from_dipoles, mixed_norm
 from mne.utils import catch_logging
 from numpy.testing import assert_allclose, assert_array_equal
 
-from mne_lista import StepLISTA, step_lista
-from mne_lista import _l21
+from mne_lista import StepLISTA, _l21, step_lista
 from mne_lista._apply import active_set
 from mne_lista._debias import debias
 from mne_lista.datasets import read_subset_src

@@ -72,6 +72,50 @@ def test_unknown_benchmark(capsys):
     assert "unknown benchmark 'no_such_benchmark'" in err
 
 
+def test_bench_finds_the_checkout_benchmarks():
+    """From a source checkout: the scripts of benchmarks/, not its helpers."""
+    names = cli.available_benchmarks()
+    assert {"solvers", "step_lista", "epochs", "mxne"} <= set(names)
+    assert not any(n.startswith("_") for n in names)
+    assert cli.benchmarks_dir().name == "benchmarks"
+
+
+def test_bench_without_benchmarks_folder(tmp_path, monkeypatch, capsys):
+    """An installed wheel has no benchmarks: one line naming the way out."""
+    monkeypatch.setenv("MNE_LISTA_BENCHMARKS", str(tmp_path / "absent"))
+    assert cli.available_benchmarks() == []
+    assert cli.main(["bench", "solvers"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "source checkout" in err and "MNE_LISTA_BENCHMARKS" in err
+
+
+def test_bench_launches_a_script(tmp_path, monkeypatch, capsys):
+    """NAME.py runs with --out, --quick and the options after '--'; its own
+    helpers import from its folder; its parser's errors are its exit code."""
+    (tmp_path / "_helper.py").write_text("VALUE = 42\n")
+    (tmp_path / "toy.py").write_text(
+        "import argparse\n"
+        "from _helper import VALUE\n"
+        "def main(argv=None):\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    p.add_argument('--out')\n"
+        "    p.add_argument('--quick', action='store_true')\n"
+        "    p.add_argument('--n', type=int, default=0)\n"
+        "    a = p.parse_args(argv)\n"
+        "    open(a.out, 'w').write(f'{VALUE} {a.quick} {a.n}')\n"
+        "    return 0\n"
+    )
+    monkeypatch.setenv("MNE_LISTA_BENCHMARKS", str(tmp_path))
+    assert cli.available_benchmarks() == ["toy"]
+    out = tmp_path / "res.txt"
+    argv = ["bench", "toy", "--out", str(out), "--quick", "--", "--n", "3"]
+    assert cli.main(argv) == 0
+    assert out.read_text() == "42 True 3"
+    assert cli.main(["bench", "toy", "--", "--bad-option"]) == 2
+    assert "--bad-option" in capsys.readouterr().err
+
+
 def test_bad_option_values(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["fit", "a", "b", "c", "-o", "m", "--loose", "2"])

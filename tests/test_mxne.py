@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mne_lista import _l21, _numba
+from mne_lista import _bcd, _l21, _numba
+from mne_lista.networks import make_network
 
 
 def _random_l21(seed=0, n=20, m=30, W=4, K=5, n_orient=3):
@@ -41,22 +42,10 @@ def test_l21_pieces_match_mne(n_orient):
         assert pen == pytest.approx(norm_l21(Z[:, w], n_orient), rel=1e-12)
 
 
-def test_l21_reduces_to_lasso_and_padding():
-    """K=1 gives the _lasso pieces; zero-padded columns change nothing."""
-    from mne_lista import _lasso
-
+def test_l21_padding():
+    """Zero-padded columns change nothing."""
     G, M, Z = _random_l21(seed=1)
-    D, Mt, Zt = (torch.tensor(a) for a in (G, M, Z))
-    M1, Z1 = Mt[:, :, :1], Zt[:, :, :1]
-    lam = torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
-    for a, b in zip(
-        _l21.duality_gap(D, M1, Z1, lam, 3),
-        _lasso.duality_gap(D, M1[..., 0], Z1[..., 0], lam, 3),
-    ):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(
-        _l21.prox(Z1, lam, 3)[..., 0], _lasso.prox(Z1[..., 0], lam, 3)
-    )
+    D = torch.tensor(G)
     # zero-padding of windows: same solution after ISTA, same gap
     windows = [M[:, 0, :3], M[:, 1, :5]]
     Mp = _l21.stack_windows(windows)
@@ -98,13 +87,13 @@ def test_time_pca_same_objective():
 
 def test_untrained_net_is_ista(problem_vol):
     """An untrained StepMxNENet is ISTA on the L21 problem (float64)."""
-    from mne_lista.mxne import StepMxNENet, simulate_windows
+    from mne_lista.simulation import simulate_windows
 
     sim = simulate_windows(problem_vol, 3, n_times=6, random_state=0)
     M = torch.tensor(sim["M"])
     D = problem_vol.gain_tensor("cpu", torch.float64)
     lam = torch.tensor(sim["lam_frac"]) * _l21.alpha_max(D, M, 3)
-    net = StepMxNENet(problem_vol, 6, dtype=torch.float64)
+    net = make_network("StepMxNENet", problem_vol, 6, dtype=torch.float64)
     with torch.no_grad():
         Z_net = net(M, lam)
     Z_ista = _l21.ista(D, M, lam, 6, 3, step=1.0 / problem_vol.lipschitz)
@@ -115,12 +104,12 @@ def test_untrained_net_is_ista(problem_vol):
     obj_ista = _l21.objective(D, M, Z_ista, lam, 3)
     torch.testing.assert_close(obj_net, obj_ista, rtol=1e-12, atol=0)
     # the momentum variant, untrained, is FISTA
-    from mne_lista.mxne import StepFISTAMxNENet
-
-    net = StepFISTAMxNENet(problem_vol, 6, dtype=torch.float64)
+    net = make_network("StepFISTAMxNENet", problem_vol, 6, dtype=torch.float64)
     with torch.no_grad():
         Z_net = net(M, lam)
-    Z_fista = _l21.fista(D, M, lam, 6, 3, step=1.0 / problem_vol.lipschitz)
+    Z_fista = _l21.ista(
+        D, M, lam, 6, 3, step=1.0 / problem_vol.lipschitz, momentum=True
+    )
     torch.testing.assert_close(Z_net, Z_fista, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(Z_fista, Z_ista)
 
@@ -138,7 +127,7 @@ def test_solve_mxne_exact(kind, request):
     priorities change nothing beyond tol; lam >= alpha_max gives 0.
     """
     from mne_lista import _compat
-    from mne_lista.mxne import simulate_windows
+    from mne_lista.simulation import simulate_windows
 
     problem = request.getfixturevalue(f"problem_{kind}")
     n_orient = problem.n_orient
@@ -148,9 +137,9 @@ def test_solve_mxne_exact(kind, request):
     a_max = _l21.alpha_max(D, M, n_orient)
     lam = torch.tensor([0.2, 0.3, 0.4, 0.5], dtype=torch.float64) * a_max
     tol = 1e-8
-    Z, rel_gap, n_rounds = _l21.solve_mxne(D, M, lam, n_orient, tol=tol)
+    Z, rel_gap, n_rounds = _bcd.solve_mxne(D, M, lam, n_orient, tol=tol)
     assert 1 <= n_rounds < 50
-    f0 = 0.5 * _l21._sq_norms(M)
+    f0 = 0.5 * _l21.sq_norms(M)
     gap, p_obj, _ = _l21.duality_gap(D, M, Z, lam, n_orient)
     torch.testing.assert_close(rel_gap, gap / f0, rtol=1e-6, atol=1e-14)
     assert torch.all(rel_gap <= tol)
@@ -169,42 +158,42 @@ def test_solve_mxne_exact(kind, request):
         strong = sq_mne > 1e-6 * sq_mne.max()
         assert np.array_equal(sq > 1e-6 * sq.max(), strong)
         # one window alone: the same solution (up to what tol leaves free)
-        Z1, rel1, _ = _l21.solve_mxne(D, M[:, w : w + 1], lam[w], n_orient, tol=tol)
+        Z1, rel1, _ = _bcd.solve_mxne(D, M[:, w : w + 1], lam[w], n_orient, tol=tol)
         assert rel1.item() <= tol
         scale = Z[:, w].abs().max().item()
         torch.testing.assert_close(Z1[:, 0], Z[:, w], rtol=0, atol=1e-4 * scale)
     # warm start and priorities from another point (dense: ISTA at a smaller
     # lam): same objective up to tol
     Z_ista = _l21.ista(D, M, 0.2 * lam, 5, n_orient)
-    Z2, rel2, _ = _l21.solve_mxne(
+    Z2, rel2, _ = _bcd.solve_mxne(
         D, M, lam, n_orient, tol=tol, priority=_l21.group_sq_norms(Z_ista, n_orient)
     )
     # a dense warm start is cut to its strongest positions first
     sq = _l21.group_sq_norms(Z_ista, n_orient)
     assert torch.all((sq > 0).sum(0) > 20)
-    sq_cut = _l21.group_sq_norms(_l21._keep_strongest(Z_ista, n_orient, 20), n_orient)
+    sq_cut = _l21.group_sq_norms(_bcd._keep_strongest(Z_ista, n_orient, 20), n_orient)
     assert torch.all((sq_cut > 0).sum(0) == 20)
     kept = torch.topk(sq, 20, dim=0).indices
     torch.testing.assert_close(torch.gather(sq_cut, 0, kept), torch.gather(sq, 0, kept))
-    Z3, rel3, _ = _l21.solve_mxne(D, M, lam, n_orient, tol=tol, Z0=Z_ista)
+    Z3, rel3, _ = _bcd.solve_mxne(D, M, lam, n_orient, tol=tol, Z0=Z_ista)
     for Zb, relb in ((Z2, rel2), (Z3, rel3)):
         assert torch.all(relb <= tol)
         p_b = _l21.objective(D, M, Zb, lam, n_orient)
         assert torch.all((p_b - p_obj).abs() <= tol * f0)
     # above alpha_max: zero, certified at once
-    Z0, rel0, n0 = _l21.solve_mxne(D, M, 1.01 * a_max, n_orient, tol=tol)
+    Z0, rel0, n0 = _bcd.solve_mxne(D, M, 1.01 * a_max, n_orient, tol=tol)
     assert n0 == 0 and not Z0.any() and torch.all(rel0 <= tol)
     # a zero window (alpha_max = lam = 0) next to others: zero, certified
     M_z = torch.cat([torch.zeros_like(M[:, :1]), M[:, :1]], dim=1)
     lam_z = 0.3 * _l21.alpha_max(D, M_z, n_orient)
-    Z_z, rel_z, _ = _l21.solve_mxne(D, M_z, lam_z, n_orient, tol=tol)
+    Z_z, rel_z, _ = _bcd.solve_mxne(D, M_z, lam_z, n_orient, tol=tol)
     assert not Z_z[:, 0].any() and torch.all(rel_z <= tol)
 
 
 def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
     """The numba BCD kernel and the torch BCD reach the same certified optimum."""
     pytest.importorskip("numba")
-    from mne_lista.mxne import simulate_windows
+    from mne_lista.simulation import simulate_windows
 
     assert _numba.numba_kernel("bcd_window") is not None
     assert _numba.numba_kernel("bcd_window", "cuda") is None
@@ -216,10 +205,10 @@ def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
     out = {}
     for use_numba in (True, False):
         monkeypatch.setattr(_numba, "USE_NUMBA", use_numba)
-        Z, rel, _ = _l21.solve_mxne(D, M, lam, 3, tol=tol)
+        Z, rel, _ = _bcd.solve_mxne(D, M, lam, 3, tol=tol)
         assert torch.all(rel <= tol)
         out[use_numba] = _l21.objective(D, M, Z, lam, 3)
-    f0 = 0.5 * _l21._sq_norms(M)
+    f0 = 0.5 * _l21.sq_norms(M)
     assert torch.all((out[True] - out[False]).abs() <= tol * f0)
 
 
@@ -321,7 +310,7 @@ def test_objective_held_out_windows(mxne_model):
     the objective of what apply returns is then within 1% of mixed_norm's.
     """
     from mne_lista import _compat
-    from mne_lista.mxne import simulate_windows
+    from mne_lista.simulation import simulate_windows
 
     problem = mxne_model.problem
     sim = simulate_windows(problem, 4, n_times=20, random_state=12345)
@@ -357,16 +346,16 @@ def test_objective_held_out_windows(mxne_model):
 
 def test_finish_falls_back_to_mne(mxne_model, monkeypatch):
     """Windows the working-set solver leaves uncertified go to MNE's solver."""
-    from mne_lista import mxne
-    from mne_lista.mxne import simulate_windows
+    from mne_lista import solvers
+    from mne_lista.simulation import simulate_windows
 
-    calls, solve = [], _l21.solve_mxne
+    calls, solve = [], _bcd.solve_mxne
 
     def no_rounds(*args, **kwargs):  # a solver out of budget at once
         calls.append(1)
         return solve(*args, **{**kwargs, "max_rounds": 0})
 
-    monkeypatch.setattr(mxne._l21, "solve_mxne", no_rounds)
+    monkeypatch.setattr(solvers, "solve_mxne", no_rounds)
     sim = simulate_windows(mxne_model.problem, 2, n_times=20, random_state=3)
     Z, M_pca, _, cert = mxne_model._solve_windows(
         sim["M"], 30.0, tol=1e-4, time_pca=True
@@ -375,7 +364,7 @@ def test_finish_falls_back_to_mne(mxne_model, monkeypatch):
     assert np.all(cert["rel_gap"] <= 1e-4)
     D = mxne_model.problem.gain_tensor("cpu", torch.float64)
     gap = _l21.duality_gap(D, M_pca, Z, torch.tensor(cert["lam"]), 3)[0]
-    f0 = 0.5 * _l21._sq_norms(M_pca)
+    f0 = 0.5 * _l21.sq_norms(M_pca)
     np.testing.assert_allclose((gap / f0).numpy(), cert["rel_gap"], rtol=1e-6)
 
 
@@ -456,21 +445,19 @@ def test_save_read_and_errors(mxne_model, evoked_cov, fwd_vol, tmp_path):
     model = read_step_mxne(fname, fwd_vol, cov, evoked.info, verbose=False)
     np.testing.assert_allclose(model.net.steps, mxne_model.net.steps, rtol=1e-6)
     assert model.lam_range == mxne_model.lam_range
-    with pytest.raises(ValueError, match="not a StepLISTANet"):
+    with pytest.raises(ValueError, match="not a StepLISTA network"):
         read_step_lista(fname, fwd_vol, cov, evoked.info)
     # the momentum variant keeps its momenta
     import copy
 
-    from mne_lista.mxne import StepFISTAMxNENet
-
     mom = copy.copy(mxne_model)
-    mom.net = StepFISTAMxNENet(mom.problem, mom.n_layers)
     mom.momentum = True
+    mom.net = mom._make_net()
     with torch.no_grad():
         mom.net.momentum.mul_(0.9)
     mom.save(tmp_path / "mom.npz")
     mom2 = read_step_mxne(tmp_path / "mom.npz", fwd_vol, cov, evoked.info)
-    assert isinstance(mom2.net, StepFISTAMxNENet)
+    assert mom2.network_name == "StepFISTAMxNENet" and mom2.net.has_momentum
     torch.testing.assert_close(mom2.net.momentum, mom.net.momentum)
     # files written before the net.<name> entries kept the momenta as "momentum"
     with np.load(tmp_path / "mom.npz", allow_pickle=False) as npz:
@@ -487,7 +474,7 @@ def test_save_read_and_errors(mxne_model, evoked_cov, fwd_vol, tmp_path):
         mxne_model.apply(evoked, 0, tol=1e-4)
     with pytest.raises(ValueError, match="lam must be positive"):
         D = mxne_model.problem.gain_tensor("cpu", torch.float64)
-        _l21.solve_mxne(D, torch.ones(D.shape[0], 1, 2, dtype=D.dtype), 0.0, 3)
+        _bcd.solve_mxne(D, torch.ones(D.shape[0], 1, 2, dtype=D.dtype), 0.0, 3)
     with pytest.raises(ValueError, match="time_pca=False"):
         model.apply(evoked, 40, time_pca=False)
     with pytest.raises(TypeError, match="time_pca"):

@@ -4,10 +4,10 @@ import mne
 import numpy as np
 import pytest
 import torch
+from _helpers import alpha_max
 from mne.forward import compute_depth_prior, compute_orient_prior
 
 from mne_lista import LassoProblem, prepare_problem
-from mne_lista._lasso import alpha_max
 
 
 def _public_gain(fwd, cov, info, loose, depth):

@@ -1,15 +1,17 @@
 """Tests of the simulation, the training and StepLISTA.fit/solve."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from _helpers import alpha_max, objective
 
 from mne_lista import StepLISTA, ista
-from mne_lista._lasso import alpha_max, objective
-from mne_lista.networks import BacktrackStepLISTANet, StepLISTANet
+from mne_lista.inverse import _harder_samples
+from mne_lista.networks import UnrolledISTA
 from mne_lista.simulation import simulate_data
 from mne_lista.training import evaluate, fit_network, train
 
@@ -65,7 +67,7 @@ def test_training_beats_ista(method, problem_surf_fixed, surf_data):
     p = problem_surf_fixed
     (X, lam), (Xv, lv), (Xt, lt) = surf_data
     n_layers = 6
-    net = StepLISTANet(p, n_layers)
+    net = UnrolledISTA(p, n_layers)
     hist = train(
         net,
         X,
@@ -88,28 +90,40 @@ def test_training_beats_ista(method, problem_surf_fixed, surf_data):
     assert not np.allclose(net.steps, 1.0 / p.lipschitz)
 
 
+def _fit(net, p, **kwargs):
+    """fit_network with StepLISTA's default simulation (and harder samples)."""
+    kw = dict(n_sources=(1, 5), snr=(0.0, 20.0), extent=(0.0, 1.2))
+    kw["lam_range"] = (0.1, 0.8)
+    return fit_network(
+        net,
+        partial(simulate_data, p, **kw),
+        harder=partial(_harder_samples, p, **kw),
+        **kwargs,
+    )
+
+
 def test_training_deterministic(problem_surf_fixed):
     """Same seed -> same steps; fit_network records its settings."""
     p = problem_surf_fixed
     steps = []
     for _ in range(2):
-        net = StepLISTANet(p, 4, dtype=torch.float64)
-        hist = fit_network(
+        net = UnrolledISTA(p, 4, dtype=torch.float64)
+        hist = _fit(
             net, p, n_samples=64, n_val=32, n_epochs=2, random_state=3, verbose=False
         )
         steps.append(net.steps)
     np.testing.assert_array_equal(steps[0], steps[1])
-    assert hist["lam_range"] == (0.1, 0.8)
+    assert hist["n_samples"] == 64 and hist["n_epochs"] == 2
     assert len(hist["val_loss"]) == hist["n_evals"] >= 1
-    net = StepLISTANet(p, 4, dtype=torch.float64)
-    fit_network(net, p, n_samples=64, n_val=32, n_epochs=2, random_state=4)
+    net = UnrolledISTA(p, 4, dtype=torch.float64)
+    _fit(net, p, n_samples=64, n_val=32, n_epochs=2, random_state=4)
     assert not np.array_equal(net.steps, steps[0])
 
 
 def test_train_errors(problem_surf_fixed, surf_data):
     p = problem_surf_fixed
     (X, lam), (Xv, lv), _ = surf_data
-    net = StepLISTANet(p, 3)
+    net = UnrolledISTA(p, 3)
     with pytest.raises(ValueError, match="method"):
         train(net, X, lam, Xv, lv, method="sgd")
     with pytest.raises(ValueError, match="stages"):
@@ -142,7 +156,7 @@ def test_step_lista_fit_solve(evoked_cov, fwd_surf):
     np.testing.assert_allclose(z1, Z[:, 0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="X must have shape"):
         model.solve(X[:10], lam)
-    assert isinstance(model.net, BacktrackStepLISTANet)  # the default
+    assert model.network_name == "BacktrackStepLISTANet"  # the default
     steps = model.net.steps
     model.net = model._make_net()  # refit from scratch: same seed, same steps
     model.fit(n_samples=64, n_epochs=2, random_state=0, verbose=False)
@@ -152,16 +166,16 @@ def test_step_lista_fit_solve(evoked_cov, fwd_surf):
 def test_default_budget(problem_surf_fixed, problem_vol):
     """Default epochs: from the flop budget, at least 4 (12 for the
     support-scaled networks, whose training is noisier), at most 30."""
-    from mne_lista.networks import BacktrackStepLISTANet, SupportStepLISTANet
     from mne_lista.training import _default_budget
 
-    n, n_val, n_epochs = _default_budget(StepLISTANet(problem_vol, 20), None, None)
+    n, n_val, n_epochs = _default_budget(UnrolledISTA(problem_vol, 20), None, None)
     assert (n, n_val, n_epochs) == (1024, 256, 4)  # budget below 4 epochs
-    for cls in (SupportStepLISTANet, BacktrackStepLISTANet):
-        assert _default_budget(cls(problem_vol, 20), None, None)[2] == 12
-    surf = _default_budget(StepLISTANet(problem_surf_fixed, 20), None, None)
+    for safeguard in ("monotone", "backtracking"):
+        net = UnrolledISTA(problem_vol, 20, step_rule="support", safeguard=safeguard)
+        assert _default_budget(net, None, None)[2] == 12
+    surf = _default_budget(UnrolledISTA(problem_surf_fixed, 20), None, None)
     assert surf[:2] == (2048, 512) and 12 < surf[2] <= 30
-    few = _default_budget(StepLISTANet(problem_surf_fixed, 20), 10**5, None)
+    few = _default_budget(UnrolledISTA(problem_surf_fixed, 20), 10**5, None)
     assert few[2] == 4
 
 
@@ -175,7 +189,7 @@ def test_train_undoes_divergence(problem_surf_fixed, surf_data):
     learning rate is lowered, and the network learns.
     """
     (X, lam), (X_val, lam_val), _ = surf_data
-    net = StepLISTANet(problem_surf_fixed, 10)
+    net = UnrolledISTA(problem_surf_fixed, 10)
     hist = train(
         net,
         X,
@@ -200,7 +214,7 @@ def test_stages_warm_start_and_divergence_warning(problem_surf_fixed, surf_data)
     worse than zero on the validation set is reported."""
     (X, lam), (X_val, lam_val), _ = surf_data
     for first, expected in ((1.5, 1.5), (1e3, 1.0)):  # (step x L, new layers)
-        net = StepLISTANet(problem_surf_fixed, 4, dtype=torch.float64)
+        net = UnrolledISTA(problem_surf_fixed, 4, dtype=torch.float64)
         with torch.no_grad():
             net.log_steps[:2] = np.log(first)
         kw = dict(stages=[2, 4], n_epochs=1, lr=1e-12, random_state=0)
@@ -219,27 +233,27 @@ def test_fit_network_counts_diverged_samples(problem_surf_fixed):
     ISTA steps never diverge; steps of 1e3 / L do, and a warning says so."""
     p = problem_surf_fixed
     kw = dict(n_samples=32, n_val=32, n_epochs=1, lr=1e-12, random_state=0)
-    net = StepLISTANet(p, 3, dtype=torch.float64)
+    net = UnrolledISTA(p, 3, dtype=torch.float64)
     with pytest.warns(RuntimeWarning) as record:  # lr=1e-12: no progress
-        hist = fit_network(net, p, verbose=False, **kw)
+        hist = _fit(net, p, verbose=False, **kw)
     messages = [str(w.message) for w in record]
     assert len(messages) == 1 and "by less than 0.01 %" in messages[0]
     assert hist["n_diverged"] == dict(val=0, harder=0)
     with torch.no_grad():
         net.log_steps.fill_(np.log(1e3))
     with pytest.warns(RuntimeWarning) as record:
-        hist = fit_network(net, p, verbose=False, **kw)
+        hist = _fit(net, p, verbose=False, **kw)
     messages = [str(w.message) for w in record]
     assert len(messages) == 2, messages  # one per set
     assert "zero solution on 32 of 32 validation samples" in messages[0]
-    assert "trained steps diverge on 32 of 32 samples harder" in messages[1]
+    assert "trained steps diverge on 32 of 32 problems harder" in messages[1]
     assert hist["n_diverged"] == dict(val=32, harder=32)
 
 
 def test_no_progress_warning(problem_surf_fixed, surf_data):
     """A training that does not improve on the untrained network says so."""
     (X, lam), (X_val, lam_val), _ = surf_data
-    net = StepLISTANet(problem_surf_fixed, 3, dtype=torch.float64)
+    net = UnrolledISTA(problem_surf_fixed, 3, dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="by less than 0.01 %"):
         train(net, X, lam, X_val, lam_val, n_epochs=1, lr=0.0, random_state=0)
     np.testing.assert_allclose(net.steps * net.lipschitz, 1.0, rtol=1e-12)

@@ -42,12 +42,8 @@ import torch
 
 from mne_lista import fista, ista, prepare_problem
 from mne_lista.datasets import make_subset_forward, read_subset
-from mne_lista.networks import (
-    BacktrackStepLISTANet,
-    LISTANet,
-    StepFISTANet,
-    StepLISTANet,
-)
+from mne_lista.experimental import LISTA  # research comparator, not the product
+from mne_lista.networks import UnrolledISTA
 from mne_lista.simulation import simulate_data
 from mne_lista.solvers import solve_lasso
 from mne_lista.training import train
@@ -98,9 +94,11 @@ X_test, lam_test = simulate_data(problem, n_test, random_state=2)
 # gradients) or replaced by the ISTA step, which costs extra products with
 # the gain for those samples.
 nets = {
-    "Step-LISTA": StepLISTANet(problem, n_layers),
-    "Step-LISTA adaptive": BacktrackStepLISTANet(problem, n_layers),
-    "LISTA": LISTANet(problem, n_layers),
+    "Step-LISTA": UnrolledISTA(problem, n_layers),
+    "Step-LISTA adaptive": UnrolledISTA(
+        problem, n_layers, step_rule="support", safeguard="backtracking"
+    ),
+    "LISTA": LISTA(problem, n_layers),
 }
 histories = dict()
 for name, net in nets.items():
@@ -146,8 +144,8 @@ Z_star = solve_lasso(problem, X_test, lam_test, tol=1e-6 if quick else 1e-9)
 F_star = lasso_objective(Z_star)
 layers = np.arange(1, n_layers + 1)
 baselines = {
-    "ISTA": StepLISTANet(problem, n_layers, dtype=torch.float64),
-    "FISTA": StepFISTANet(problem, n_layers, dtype=torch.float64),
+    "ISTA": UnrolledISTA(problem, n_layers, dtype=torch.float64),
+    "FISTA": UnrolledISTA(problem, n_layers, momentum=True, dtype=torch.float64),
 }
 # check the claim above on the last iterate
 Z_ista = ista(problem, X_test, lam_test, n_layers)
@@ -155,13 +153,13 @@ Z_fista = fista(problem, X_test, lam_test, n_layers)
 curves = dict()
 with torch.no_grad():
     for name, net in {**baselines, **nets}.items():
-        dtype = next(net.buffers()).dtype
-        X_t = torch.as_tensor(X_test, dtype=dtype)
-        lam_t = torch.as_tensor(lam_test, dtype=dtype)
-        outs = net(X_t, lam_t, return_all=True)
+        net.eval()  # the adaptive network retries rejected steps in eval mode
+        X_t = torch.as_tensor(X_test, dtype=net.G.dtype)
+        lam_t = torch.as_tensor(lam_test, dtype=net.G.dtype)
+        outs, stats = net(X_t, lam_t, return_all=True, return_stats=True)
         curves[name] = [Z.double().numpy() for Z in outs]
-        if hasattr(net, "products_per_layer"):
-            cost = net.products_per_layer(X_test.shape[1])
+        cost = stats["products_per_layer"]
+        if cost != 2.0:
             print(f"{name}: {cost:.2f} gain products per layer and sample (ISTA: 2)")
 np.testing.assert_allclose(curves["ISTA"][-1], Z_ista, atol=1e-10)
 np.testing.assert_allclose(curves["FISTA"][-1], Z_fista, atol=1e-10)
