@@ -37,6 +37,14 @@ return_as_dipoles : bool
 pick_ori : None | 'vector'
     With 'vector' (free/loose orientation), keep the xyz components
     (VectorSourceEstimate, ...); by default their norm is returned."""
+docdict["tol"] = """\
+tol : float | None
+    None (default): the network solves the problems, and its relative
+    duality gaps (gap / (1/2 ||M||^2) per problem) are reported in
+    ``certificate_``. A float: every problem whose relative duality gap
+    exceeds it is solved by the exact solver (:func:`mne_lista.solve_lasso`
+    per sample, :func:`mne_lista.solve_mxne` per window), so that all are
+    certified to ``tol``."""
 docdict["epochs_batches"] = """\
 batch_size : int | None
     Number of epochs solved together. By default, as many as fit in

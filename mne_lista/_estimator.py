@@ -13,9 +13,10 @@ its training data (``_simulate``).
 
 import numpy as np
 import torch
-from mne.utils import logger, warn
+from mne.utils import logger, verbose, warn
 
 from . import _apply, _io, _l21
+from ._docs import fill_doc
 from ._problem import prepare_problem
 from .networks import NETWORKS, UnrolledISTA, _check_n_layers
 
@@ -178,6 +179,98 @@ class _Estimator:
     def _columns_per_epoch(self, n_times, **solve_kw):
         """Columns an epoch of ``n_times`` samples becomes in the solver."""
         return n_times
+
+    @verbose
+    @fill_doc
+    def apply(
+        self,
+        evoked,
+        alpha,
+        *,
+        debias=True,
+        return_residual=False,
+        return_as_dipoles=False,
+        pick_ori=None,
+        tol=None,
+        verbose=None,
+    ):
+        """Localize an evoked response, as :func:`~mne.inverse_sparse.mixed_norm`.
+
+        The whitened data become the estimator's problems (see the class:
+        one Lasso per time sample for :class:`~mne_lista.StepLISTA`, one L21
+        problem over the window for :class:`~mne_lista.StepMxNE`) with
+        ``lam = alpha / 100 * alpha_max``, alpha_max being the smallest
+        regularization that gives a zero estimate of the whole window: as
+        for ``mixed_norm``, ``alpha=0`` means no regularization and
+        ``alpha -> 100`` no active source. The problems are solved by the
+        network and certified by their duality gaps; the active set (the
+        union over time of the supports) is debiased and returned in Am.
+
+        Parameters
+        ----------
+        evoked : Evoked
+            The data (its channels must include those of the model, with the
+            same bad channels; crop it to the window of interest).
+        %(alpha)s
+        %(apply_outputs)s
+        %(tol)s
+        %(verbose)s
+
+        Returns
+        -------
+        %(apply_returns)s
+        """
+        return self._apply(
+            evoked,
+            alpha,
+            tol=tol,
+            debias=debias,
+            pick_ori=pick_ori,
+            return_residual=return_residual,
+            return_as_dipoles=return_as_dipoles,
+        )
+
+    @verbose
+    @fill_doc
+    def apply_epochs(
+        self,
+        epochs,
+        alpha,
+        *,
+        batch_size=None,
+        max_memory=None,
+        return_generator=False,
+        debias=True,
+        pick_ori=None,
+        tol=None,
+        verbose=None,
+    ):
+        """Localize every epoch: batches of epochs through the solver at once.
+
+        Parameters
+        ----------
+        epochs : Epochs
+            The data.
+        %(alpha)s
+        %(epochs_batches)s
+        debias, pick_ori, tol :
+            As in :meth:`apply`.
+        %(verbose)s
+
+        Returns
+        -------
+        %(epochs_returns)s
+        """
+        return self._apply_epochs(
+            epochs,
+            alpha,
+            tol=tol,
+            pick_ori=pick_ori,
+            return_generator=return_generator,
+            batch_size=batch_size,
+            max_memory=max_memory,
+            debias=debias,
+        )
 
     def _apply(self, evoked, alpha, *, tol, pick_ori, return_residual, **kwargs):
         alpha, tol = _apply.check_apply_args(

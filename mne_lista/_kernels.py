@@ -1,14 +1,14 @@
 """Compiled CPU kernels (numba), imported lazily: without numba the torch /
 numpy versions run.
 
-``bcd_window``: the kernel behind :func:`mne_lista._l21._bcd`, the same iteration (one
-prox-gradient step per position with its own Lipschitz constant, Anderson
-extrapolation every ``n_aa`` passes kept when it lowers the objective, stop
-on the restricted duality gap), for one window, in compiled loops. The torch
-version costs ~35 microseconds of dispatch per position and pass on small
-working sets; this one runs the same passes 8x faster (50 positions).
+``bcd_window``: the kernel behind :func:`mne_lista._bcd._bcd`, the same
+iteration (one prox-gradient step per position with its own Lipschitz
+constant, Anderson extrapolation every ``n_aa`` passes kept when it lowers
+the objective, stop on the restricted duality gap), for one window, in
+compiled loops: the torch version pays a dispatch cost per position and
+pass that dominates on small working sets.
 
-``debias_fista``: the FISTA loop of :func:`mne_lista._apply.debias` (MNE's
+``debias_fista``: the FISTA loop of :func:`mne_lista._debias.debias` (MNE's
 ``compute_bias`` problem on its reduced quadratic), without numpy's
 per-iteration overhead.
 """

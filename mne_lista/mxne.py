@@ -345,11 +345,7 @@ class StepMxNE(_Estimator):
             The data (crop it to the window of interest).
         %(alpha)s
         %(apply_outputs)s
-        tol : float | None
-            None (default): the network solves the window (fast; its
-            relative duality gap, gap / (1/2 ||M||_F^2), is reported in
-            ``certificate_``). A float: the window is solved exactly, to this
-            relative duality gap, by the working-set solver.
+        %(tol)s
         time_pca : bool | int
             As in ``mixed_norm``: True solves on all temporal components
             (exactly the problem on the window); an int keeps only that many

@@ -155,8 +155,8 @@ def solve_lasso(
     n``, ``fit_intercept=False`` and ``tol = tol / 2`` (celer's criterion is
     relative to ``||x||^2 / n``), or for groups celer's group solver called
     directly with the group norms computed once (``celer.GroupLasso.fit``
-    spends ~0.2-0.4 s per column on one SVD per group, more than the solve
-    itself); (2) the optimality system restricted to the support
+    computes one SVD per group at every call, more than the solve itself);
+    (2) the optimality system restricted to the support
     (``G_S^T (G_S z_S - x) + lam z_g / ||z_g|| = 0`` for each active group;
     linear for the Lasso) is solved by Newton's method, which lands on the
     exact solution to machine precision once the support is right (also

@@ -529,7 +529,7 @@ class _StageMonitor:
 
 
 # training budget of the defaults, in floating point operations (one to two
-# minutes at 30-60 GFLOP/s, two CPU cores)
+# minutes at 30-60 GFLOP/s)
 _FLOP_BUDGET = 2e12
 
 

@@ -1,1 +1,0 @@
-"""Benchmarks: scripts printing figures (a table and JSON), not tests."""
