@@ -421,9 +421,7 @@ def format_table(res):
 
 def main(argv=None):
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/epochs.py", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -237,9 +237,7 @@ def format_table(res):
 
 def main(argv=None):
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/solvers.py", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-problems", type=int, default=1000)
     parser.add_argument("--n-iter", type=int, default=100)
     parser.add_argument("--n-ref", type=int, default=100)

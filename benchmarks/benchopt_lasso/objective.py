@@ -10,7 +10,7 @@ with ``G`` the whitened, depth-weighted gain of an MNE forward model
 orientation) or 3 (free orientation) rows. Metrics, averaged over the
 columns: ``value`` the normalized objective ``F(z) / F(0)``,
 ``suboptimality`` ``(F(z) - F*) / F(0)`` with ``F*`` from the certified
-solver (:func:`mne_lista.solve_lasso`, relative gap <= 1e-9), the relative
+solver (:func:`mne_lista.solve_lasso`, relative gap <= 1e-8), the relative
 duality gap (mean and max) and the number of active positions.
 """
 
@@ -41,7 +41,7 @@ class Objective(BaseObjective):
         self.M = torch.as_tensor(X, dtype=torch.float64)[:, :, None]
         self.lam_t = torch.as_tensor(lam, dtype=torch.float64)
         self.f0 = _l21.zero_objective(self.M).numpy()
-        Z_star = solve_lasso(problem, X, lam, tol=1e-9, verbose=False)
+        Z_star = solve_lasso(problem, X, lam, verbose=False)
         self.f_star = self._objective(Z_star)
 
     def _objective(self, Z):

@@ -19,7 +19,7 @@ class Solver(BaseSolver):
     fit_network` on :func:`mne_lista.simulation.simulate_data` (its default
     budget; ``n_epochs`` to shorten it), in ``set_objective``, not timed.
     ``iteration`` sampling runs the first ``n_iter`` layers (at most
-    ``n_layers``; a truncated network is not retrained).
+    ``n_layers``; a truncated network is not retrained; 0 layers: zeros).
     """
 
     name = "step-lista"
@@ -45,7 +45,11 @@ class Solver(BaseSolver):
         self.lam = torch.as_tensor(lam, dtype=self.net.G.dtype)
 
     def run(self, n_iter):
-        n_layers = int(min(max(n_iter, 1), self.n_layers))
+        n_layers = int(min(n_iter, self.n_layers))
+        if n_layers < 1:  # zero layers: the starting point
+            self.Z = self.X.new_zeros((self.net.n_sources, self.X.shape[1]))
+            self.Z = self.Z.double().numpy()
+            return
         with torch.no_grad():
             self.Z = self.net(self.X, self.lam, n_layers).double().numpy()
 
