@@ -188,6 +188,10 @@ def solve_lasso(
     Z = torch.zeros((problem.n_sources, B), dtype=torch.float64)
     if Z0 is not None:
         Z0 = _l21.to_tensor(Z0, device="cpu", dtype=torch.float64)
+        if Z0.numel() != problem.n_sources * B:
+            raise ValueError(
+                f"Z0 must have shape {(problem.n_sources, B)}, got {tuple(Z0.shape)}"
+            )
         Z0 = Z0.reshape(problem.n_sources, B).clone()
         # a starting point worse than zero (e.g. a diverged network's output)
         # can stall the solver's warm start: those columns start from zero
