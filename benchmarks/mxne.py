@@ -73,7 +73,7 @@ def run(
     alpha=40.0,
     n_components=5,
     n_sources=(1, 3),
-    snr=(1.0, 5.0),
+    snr=(0.0, 14.0),
     fit_time=240.0,
     n_train=256,
     random_state=0,
@@ -92,7 +92,8 @@ def run(
     n_components : int
         Temporal components for the ``StepMxNE_pca`` variant.
     n_sources, snr : tuple
-        Simulation ranges (see :func:`mne_lista.mxne.simulate_windows`).
+        Simulation ranges (see :func:`mne_lista.simulation.simulate_windows`;
+        SNR in dB: (0, 14) dB is the amplitude ratio 1-5 of earlier runs).
     fit_time : float
         Training budget (s) of each network.
     n_train : int

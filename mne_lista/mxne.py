@@ -109,7 +109,7 @@ class StepMxNE(_Estimator):
         n_components=4,
         n_sources=(1, 5),
         snr=(-6.0, 14.0),
-        extent=(0.0, 1.2),
+        extent=0.0,
         lam_range=(0.1, 0.8),
         method="adam",
         n_epochs=10,
@@ -141,9 +141,10 @@ class StepMxNE(_Estimator):
         n_components : int
             Temporal components kept per window (the cost of training grows
             with it).
-        n_sources, extent : tuple
+        n_sources, extent : tuple | float
             Ranges of the number of sources and of their extent (see
-            :func:`mne_lista.simulation.sample_sources`).
+            :func:`mne_lista.simulation.sample_sources`; point sources by
+            default).
         snr : tuple of float
             Range of the SNR of the windows (dB).
         lam_range : tuple of float

@@ -296,7 +296,7 @@ def simulate_windows(
     n_windows,
     *,
     n_sources=(1, 5),
-    extent=(0.0, 1.2),
+    extent=0.0,
     n_times=30,
     sfreq=600.0,
     snr=(-6.0, 14.0),
