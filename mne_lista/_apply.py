@@ -43,7 +43,6 @@ def check_alpha(alpha, *, allow_sure=False):
     if isinstance(alpha, str):
         _check_option("alpha", alpha, ("sure",))
         return alpha
-    alpha = float(alpha)
     if not 0.0 <= alpha < 100.0:
         raise ValueError(
             f'If not equal to "sure" alpha must be in [0, 100). Got alpha = {alpha}'
@@ -51,7 +50,7 @@ def check_alpha(alpha, *, allow_sure=False):
             else f"alpha must be in [0, 100) (a percentage of alpha_max, as in "
             f"mne.inverse_sparse.mixed_norm), got alpha = {alpha}"
         )
-    return alpha
+    return float(alpha)
 
 
 def check_mxne_options(alpha, tol, n_mxne_iter, weights, sure_alpha_grid):

@@ -60,6 +60,11 @@ weights_min : float
 sure_alpha_grid : array | 'auto'
     With ``alpha='sure'``: the alphas (in %%) at which SURE is evaluated;
     'auto' is ``mixed_norm``'s 15 values from 100 to 10 (geometric).
+sure_tol : float | None
+    With ``alpha='sure'``: the relative duality gap of the grid's solves
+    (default ``tol``). The selected alpha depends on their precision (the
+    risk is estimated from differences of solutions); the estimate at the
+    selected alpha is then solved to ``tol``.
 random_state : None | int | instance of RandomState
     With ``alpha='sure'``: the seed of its random perturbation, drawn as
     ``mixed_norm`` draws it (the same seed gives the same draws)."""

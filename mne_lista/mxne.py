@@ -275,7 +275,7 @@ class StepMxNE(_Estimator):
                 a_max,
                 n_orient,
                 delta=delta,
-                tol=tol,
+                tol=sure["tol"] or tol,
                 n_mxne_iter=n_mxne_iter,
                 debias=sure["debias"],
                 ws_size=_ACTIVE_SET_SIZE,
@@ -285,6 +285,10 @@ class StepMxNE(_Estimator):
             cert.update(alpha=alpha, sure=sure_vals, alpha_grid=tuple(sure["grid"]))
             cert["n_resolved"] = n_win
             lam = torch.as_tensor(alpha / 100.0, device=M.device) * a_max
+            if n_mxne_iter == 1 and not np.all(rel_gap <= tol):  # grid less precise
+                X, rel_gap, cert["n_fallback"] = self._solve_exact(
+                    M_pca, GtM, lam, tol, Z0=X
+                )
         elif tol is None:
             lam = alpha / 100.0 * a_max
             X = self._run_net(M_pca, lam)
@@ -352,10 +356,11 @@ class StepMxNE(_Estimator):
         )
         kw = dict(time_pca=self._check_time_pca(time_pca), n_mxne_iter=n_mxne_iter)
         if alpha == "sure":
-            kw["sure"] = dict(grid=grid, rng=sure_kw["rng"], debias=sure_kw["debias"])
+            kw["sure"] = dict(grid=grid, **sure_kw)
+            del kw["sure"]["sure_alpha_grid"]
         return kw
 
-    def _solve_exact(self, M_pca, GtM, lam, tol):
+    def _solve_exact(self, M_pca, GtM, lam, tol, Z0=None):
         """Certified solutions of all windows: (X, rel_gap, n_fallback).
 
         :func:`mne_lista.solvers.solve_mxne` (working sets + block coordinate
@@ -373,9 +378,10 @@ class StepMxNE(_Estimator):
             lam,
             n_orient,
             tol=tol,
+            Z0=Z0,
             ws_size=_ACTIVE_SET_SIZE,
             lipschitz_positions=problem.position_lipschitz(M_pca.device),
-            gain_t_M=GtM,
+            gain_t_M=None if Z0 is not None else GtM,
         )
         rel = rel.cpu().numpy()
         f0 = _l21.zero_objective(M_pca)
@@ -420,6 +426,7 @@ class StepMxNE(_Estimator):
         weights=None,
         weights_min=0.0,
         sure_alpha_grid="auto",
+        sure_tol=None,
         random_state=None,
         verbose=None,
     ):
@@ -452,6 +459,7 @@ class StepMxNE(_Estimator):
             sure_alpha_grid=sure_alpha_grid,
             rng=check_random_state(random_state),
             debias=debias,
+            tol=_apply.check_tol(sure_tol, 1.0),
         )
         kw = self._mxne_kw(alpha, tol, time_pca, n_mxne_iter, weights, sure_kw)
         with self._weighted(weights, weights_min):
@@ -484,6 +492,7 @@ class StepMxNE(_Estimator):
         weights=None,
         weights_min=0.0,
         sure_alpha_grid="auto",
+        sure_tol=None,
         random_state=None,
         verbose=None,
     ):
@@ -504,7 +513,7 @@ class StepMxNE(_Estimator):
         %(epochs_batches)s
         debias, pick_ori, tol, time_pca :
             As in :meth:`apply`.
-        n_mxne_iter, weights, weights_min, sure_alpha_grid, random_state :
+        n_mxne_iter, weights, weights_min, sure_alpha_grid, sure_tol, random_state :
             As in :meth:`apply`.
         %(verbose)s
 
@@ -516,6 +525,7 @@ class StepMxNE(_Estimator):
             sure_alpha_grid=sure_alpha_grid,
             rng=check_random_state(random_state),
             debias=debias,
+            tol=_apply.check_tol(sure_tol, 1.0),
         )
         kw = self._mxne_kw(alpha, tol, time_pca, n_mxne_iter, weights, sure_kw)
 
