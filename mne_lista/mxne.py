@@ -349,15 +349,31 @@ class StepMxNE(_Estimator):
         finally:
             self.problem = base
 
-    def _mxne_kw(self, alpha, tol, time_pca, n_mxne_iter, weights, sure_kw):
+    def _mxne_kw(
+        self,
+        alpha,
+        tol,
+        *,
+        time_pca,
+        n_mxne_iter,
+        weights,
+        sure_alpha_grid,
+        sure_tol,
+        random_state,
+        debias,
+    ):
         """Check mixed_norm's options; the solver's keyword arguments."""
         grid = _apply.check_mxne_options(
-            alpha, tol, n_mxne_iter, weights, sure_kw["sure_alpha_grid"]
+            alpha, tol, n_mxne_iter, weights, sure_alpha_grid
         )
         kw = dict(time_pca=self._check_time_pca(time_pca), n_mxne_iter=n_mxne_iter)
         if alpha == "sure":
-            kw["sure"] = dict(grid=grid, **sure_kw)
-            del kw["sure"]["sure_alpha_grid"]
+            kw["sure"] = dict(
+                grid=grid,
+                rng=check_random_state(random_state),
+                debias=debias,
+                tol=_apply.check_tol(sure_tol, 1.0),
+            )
         return kw
 
     def _solve_exact(self, M_pca, GtM, lam, tol, Z0=None):
@@ -455,13 +471,17 @@ class StepMxNE(_Estimator):
         -------
         %(apply_returns)s
         """
-        sure_kw = dict(
+        kw = self._mxne_kw(
+            alpha,
+            tol,
+            time_pca=time_pca,
+            n_mxne_iter=n_mxne_iter,
+            weights=weights,
             sure_alpha_grid=sure_alpha_grid,
-            rng=check_random_state(random_state),
+            sure_tol=sure_tol,
+            random_state=random_state,
             debias=debias,
-            tol=_apply.check_tol(sure_tol, 1.0),
         )
-        kw = self._mxne_kw(alpha, tol, time_pca, n_mxne_iter, weights, sure_kw)
         with self._weighted(weights, weights_min):
             return self._apply(
                 evoked,
@@ -521,13 +541,17 @@ class StepMxNE(_Estimator):
         -------
         %(epochs_returns)s
         """
-        sure_kw = dict(
+        kw = self._mxne_kw(
+            alpha,
+            tol,
+            time_pca=time_pca,
+            n_mxne_iter=n_mxne_iter,
+            weights=weights,
             sure_alpha_grid=sure_alpha_grid,
-            rng=check_random_state(random_state),
+            sure_tol=sure_tol,
+            random_state=random_state,
             debias=debias,
-            tol=_apply.check_tol(sure_tol, 1.0),
         )
-        kw = self._mxne_kw(alpha, tol, time_pca, n_mxne_iter, weights, sure_kw)
 
         def estimates():
             with self._weighted(weights, weights_min):
