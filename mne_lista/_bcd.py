@@ -70,8 +70,14 @@ def _anderson(iterates):
     return (c[:, :, None] * X[:, 1:]).sum(1).reshape(iterates[-1].shape)
 
 
-def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
-    """Restricted problems by block coordinate descent (compiled when possible)."""
+def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes, rows=None):
+    """Restricted problems by block coordinate descent (compiled when possible).
+
+    ``rows`` (W,): the number of leading rows of each window's working set
+    that are not padding (the working sets put their positions first); the
+    compiled kernel then works on that block of the Gram only, so that a
+    window's cost does not grow with the largest working set of the batch.
+    """
     kernel = numba_kernel("bcd_window", Z.device.type)
     if kernel is None:
         return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
@@ -79,13 +85,19 @@ def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
         np.ascontiguousarray(v.double().numpy()) for v in (H, b, lam, lips, m2, tol)
     )
     out = np.ascontiguousarray(Z.double().numpy()).copy()
+    k = out.shape[1]
+    rows = np.full(out.shape[0], k) if rows is None else rows.cpu().numpy()
     for w in range(out.shape[0]):
+        r = int(rows[w])
+        if r == 0:
+            continue
+        Zw = out[w, :r]  # a contiguous view: written in place
         kernel(
-            H[w],
-            b[w],
-            out[w],
+            np.ascontiguousarray(H[w, :r, :r]) if r < k else H[w],
+            b[w, :r],
+            Zw,
             lam[w],
-            lips[w],
+            lips[w, : r // n_orient],
             n_orient,
             m2[w],
             tol[w],
@@ -290,7 +302,7 @@ def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip,
     b = torch.gather(GtM.permute(1, 0, 2), 1, gather) * vrows[..., None]
     Z_A = torch.gather(Z.permute(1, 0, 2), 1, gather) * vrows[..., None]
     lips = torch.where(valid, lip[top], torch.ones_like(lip[top]))
-    Z_A = _bcd(H, b, Z_A, lam, n_orient, lips, m2, tol, n_it)
+    Z_A = _bcd(H, b, Z_A, lam, n_orient, lips, m2, tol, n_it, rows=size * n_orient)
     out = Z.new_zeros((n_win, m, n_comp))
     out.scatter_(1, gather, Z_A * vrows[..., None])
     return out.permute(1, 0, 2)
@@ -443,7 +455,18 @@ def solve_irmxne(
         m2, tol_abs = 2.0 * f0[idx], tol * f0[idx]
         with single_thread():
             for _ in range(5):  # a few budgets of passes: all rounds certified
-                Y = _bcd(H, b, Y, lam[idx], n_orient, lips, m2, tol_abs, max_passes)
+                Y = _bcd(
+                    H,
+                    b,
+                    Y,
+                    lam[idx],
+                    n_orient,
+                    lips,
+                    m2,
+                    tol_abs,
+                    max_passes,
+                    rows=size * n_orient,
+                )
                 gap = _reduced_obj_gap(H, b, Y, lam[idx], n_orient, m2)[1]
                 if bool((gap <= tol_abs).all()):
                     break

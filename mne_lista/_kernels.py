@@ -61,12 +61,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
                 continue
             r0 = j * n_orient
             norm = 0.0
+            # the block's gradient rows, (H Z - b)[r0:r0 + n_orient], by BLAS
+            grad = np.dot(H[r0 : r0 + n_orient], Z)
             for r in range(n_orient):
                 for c in range(K):
-                    grad = -b[r0 + r, c]
-                    for q in range(k):
-                        grad += H[r0 + r, q] * Z[q, c]
-                    u = Z[r0 + r, c] - grad / lip
+                    u = Z[r0 + r, c] - (grad[r, c] - b[r0 + r, c]) / lip
                     U[r, c] = u
                     norm += u * u
             norm = np.sqrt(norm)
