@@ -17,7 +17,14 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from mne.utils import _validate_type, check_random_state, logger, verbose, warn
+from mne.utils import (
+    _check_option,
+    _validate_type,
+    check_random_state,
+    logger,
+    verbose,
+    warn,
+)
 
 from . import _apply, _compat, _l21
 from ._docs import fill_doc
@@ -514,16 +521,22 @@ class StepMxNE(_Estimator):
         sure_alpha_grid="auto",
         sure_tol=None,
         random_state=None,
+        sure_mode="epoch",
         verbose=None,
     ):
         """Localize every epoch as its own window (mixed_norm per epoch).
 
-        With ``alpha='sure'``, SURE chooses alpha for each epoch (the
-        default and only mode: each epoch is localized as ``mixed_norm``
-        localizes it as an evoked response, with its own alpha_max and its
-        own noise, so that results do not depend on the batching and match
-        ``mixed_norm`` looped over epochs); the perturbations are drawn from
-        ``random_state`` epoch after epoch.
+        With ``alpha='sure'``, SURE chooses alpha (in %% of each epoch's
+        alpha_max), its perturbations drawn from ``random_state`` epoch
+        after epoch. ``sure_mode='epoch'`` (default): one alpha per epoch,
+        each epoch localized as ``mixed_norm`` localizes it as an evoked
+        response (its own noise, its own risk), so that results do not
+        depend on the batching nor on the other epochs and match
+        ``mixed_norm`` looped over the epochs. ``'pooled'``: one alpha for
+        all, the minimizer of the sum of the epochs' SURE curves (the risk
+        of the whole set; its Monte-Carlo noise averages over epochs), for
+        estimates regularized alike across trials; the epochs are then
+        solved again at that alpha (two passes).
 
         Parameters
         ----------
@@ -535,6 +548,8 @@ class StepMxNE(_Estimator):
             As in :meth:`apply`.
         n_mxne_iter, weights, weights_min, sure_alpha_grid, sure_tol, random_state :
             As in :meth:`apply`.
+        sure_mode : 'epoch' | 'pooled'
+            With ``alpha='sure'``: one alpha per epoch, or one for all.
         %(verbose)s
 
         Returns
@@ -553,18 +568,31 @@ class StepMxNE(_Estimator):
             debias=debias,
         )
 
+        _check_option("sure_mode", sure_mode, ("epoch", "pooled"))
+        pooled = alpha == "sure" and sure_mode == "pooled"
+        batches = dict(batch_size=batch_size, max_memory=max_memory, debias=debias)
+
+        def run(alpha, pick_ori, **kw):
+            return self._apply_epochs(
+                epochs, alpha, tol=tol, pick_ori=pick_ori, return_generator=True,
+                **batches, **kw,
+            )  # fmt: skip
+
         def estimates():
             with self._weighted(weights, weights_min):
-                yield from self._apply_epochs(
-                    epochs,
-                    alpha,
-                    tol=tol,
-                    pick_ori=pick_ori,
-                    return_generator=True,
-                    batch_size=batch_size,
-                    max_memory=max_memory,
-                    debias=debias,
-                    **kw,
+                if not pooled:
+                    yield from run(alpha, pick_ori, **kw)
+                    return
+                for _ in run("sure", None, **kw):  # the curves of all epochs
+                    pass
+                sure = self.certificate_["sure"]
+                grid = np.asarray(self.certificate_["alpha_grid"])
+                best = float(grid[np.argmin(sure.sum(0))])
+                logger.info(f"    Selected alpha (SURE, pooled): {best:g}")
+                del kw["sure"]
+                yield from run(best, pick_ori, **kw)
+                self.certificate_.update(
+                    sure=sure, alpha_grid=tuple(grid), alpha=np.full(len(sure), best)
                 )
 
         return estimates() if return_generator else list(estimates())

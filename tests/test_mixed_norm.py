@@ -308,3 +308,23 @@ def test_sure_empty_estimate_is_said(evoked_crop, fwd_surf):
         mne_lista.mixed_norm(
             noise, fwd_surf, cov, loose=0.0, random_state=0, sure_alpha_grid=[100.0]
         )
+
+
+def test_epochs_sure_pooled(epochs_crop, evoked_crop, fwd_surf):
+    """sure_mode='pooled': one alpha, the minimizer of the summed SURE curves."""
+    _, cov = evoked_crop
+    est = mne_lista.StepMxNE(fwd_surf, cov, epochs_crop.info, n_layers=1, loose=0.0)
+    grid = list(np.geomspace(100, 10, 15)[:8])
+    kw = dict(tol=2e-4, random_state=0, sure_alpha_grid=grid)
+    est.apply_epochs(epochs_crop, "sure", **kw)
+    curves = est.certificate_["sure"]
+    best = grid[int(np.argmin(curves.sum(0)))]
+    stcs = est.apply_epochs(epochs_crop, "sure", sure_mode="pooled", **kw)
+    assert_allclose(est.certificate_["sure"], curves)
+    assert_array_equal(est.certificate_["alpha"], np.full(len(stcs), best))
+    assert_allclose(est.certificate_["lam"], best / 100 * est.certificate_["alpha_max"])
+    ref = est.apply_epochs(epochs_crop, best, tol=2e-4)
+    for a, b in zip(ref, stcs):
+        _assert_same_support(a, b)
+    with pytest.raises(ValueError, match="sure_mode"):
+        est.apply_epochs(epochs_crop, "sure", sure_mode="all", **kw)
