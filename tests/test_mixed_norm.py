@@ -100,11 +100,12 @@ _GRIDS = {
 def test_sure_same_alpha_as_mne(case, grid, evoked_crop, fwd_surf, fwd_vol10):
     """alpha='sure': MNE's selected alpha, support and SURE curve (same seed).
 
-    The curve is compared without debiasing: with it, MNE's debiasing of the
-    many sources of the small alphas stops unconverged ("Debiasing did not
-    converge after 1000 iterations") and moves its risk estimate by up to
-    ~3 Monte-Carlo standard deviations there (same seed; the selected alpha
-    is the same).
+    The curve is compared without debiasing: with it, the debiasing of the
+    many sources of the small alphas stops at its 1000 iterations
+    unconverged (MNE's ``compute_bias`` and ours alike, different
+    iterates), which moves the risk estimates there apart by up to ~3
+    Monte-Carlo standard deviations (same seed; here the selected alpha is
+    the same).
     """
     evoked, cov = evoked_crop
     fwd = _fwd(case, fwd_surf, fwd_vol10)
