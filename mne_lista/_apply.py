@@ -34,16 +34,58 @@ from ._debias import debias as _debias
 from ._problem import _check_channels_of
 
 
-def check_alpha(alpha):
-    """Check that alpha is a number in [0, 100) (a % of alpha_max)."""
-    _validate_type(alpha, "numeric", "alpha")
-    alpha = float(alpha)
+def check_alpha(alpha, *, allow_sure=False):
+    """Check alpha: a number in [0, 100) (a % of alpha_max), or 'sure'.
+
+    With MNE's errors for :func:`~mne.inverse_sparse.mixed_norm`'s alpha.
+    """
+    _validate_type(alpha, ("numeric", str) if allow_sure else "numeric", "alpha")
+    if isinstance(alpha, str):
+        _check_option("alpha", alpha, ("sure",))
+        return alpha
     if not 0.0 <= alpha < 100.0:
         raise ValueError(
-            f"alpha must be in [0, 100) (a percentage of alpha_max, as in "
+            f'If not equal to "sure" alpha must be in [0, 100). Got alpha = {alpha}'
+            if allow_sure
+            else f"alpha must be in [0, 100) (a percentage of alpha_max, as in "
             f"mne.inverse_sparse.mixed_norm), got alpha = {alpha}"
         )
-    return alpha
+    return float(alpha)
+
+
+def check_mxne_options(alpha, tol, n_mxne_iter, weights, sure_alpha_grid):
+    """Check mixed_norm's options beyond alpha (MNE's errors); the SURE grid.
+
+    Returns the alpha grid of SURE (in %): MNE's 'auto' is 15 values from
+    100 down to 10, geometrically spaced.
+    """
+    _validate_type(n_mxne_iter, "int", "n_mxne_iter")
+    if n_mxne_iter < 1:
+        raise ValueError(
+            "MxNE has to be computed at least 1 time. "
+            f"Requires n_mxne_iter >= 1, got {n_mxne_iter}"
+        )
+    if not (
+        isinstance(sure_alpha_grid, np.ndarray | list) or sure_alpha_grid == "auto"
+    ):
+        raise ValueError(
+            'If not equal to "auto" sure_alpha_grid must be an '
+            f"array. Got {type(sure_alpha_grid)}"
+        )
+    needs_tol = alpha == "sure" or n_mxne_iter > 1 or weights is not None
+    if tol is None and needs_tol:
+        raise ValueError(
+            "alpha='sure', n_mxne_iter > 1 and weights need the exact solver: "
+            "pass tol (e.g. 2e-4, mixed_norm's default tolerance)"
+        )
+    if isinstance(sure_alpha_grid, str):
+        return np.geomspace(100, 10, num=15)
+    grid = np.asarray(sure_alpha_grid, dtype=np.float64).ravel()
+    if grid.size == 0 or not np.all((grid >= 0) & (grid <= 100)):
+        raise ValueError(
+            f"sure_alpha_grid must hold alphas in [0, 100], got {sure_alpha_grid}"
+        )
+    return grid
 
 
 def check_tol(tol, alpha):
@@ -149,18 +191,19 @@ def make_estimate(
     sw[sw == 0] = 1.0
     gain_active = G_active / sw  # whitened data per Am
     M_est = gain_active @ X if active.any() else np.zeros_like(M)
+    full = problem.full_active(active)  # over the forward's columns (weights)
     if return_as_dipoles:
         out = _compat.make_dipoles_sparse(
-            X, active, problem.forward, tmin, tstep, M, gain_active
+            X, full, problem.forward, tmin, tstep, M, gain_active
         )
     else:
         out = _compat.make_sparse_stc(
-            X, active, problem.forward, tmin, tstep, pick_ori=pick_ori
+            X, full, problem.forward, tmin, tstep, pick_ori=pick_ori
         )
     residual = None
     if return_residual:
         residual = _compat.compute_residual(
-            problem.forward, evoked, X, active, problem.info
+            problem.forward, evoked, X, full, problem.info
         )
     with use_log_level(None if log else "warning"):
         if zero_data:
@@ -277,7 +320,7 @@ def iter_estimates(
     cert = estimator.certificate_ = dict()
     logger.info(
         f"    {n_epochs} epoch(s) x {n_times} samples in batches of {per_batch} "
-        f"epoch(s), alpha={alpha:g}%"
+        f"epoch(s), alpha={alpha if isinstance(alpha, str) else f'{alpha:g}%'}"
     )
     with ProgressBar(n_epochs, mesg=f"{type(estimator).__name__} epochs") as pbar:
         for e0 in range(0, n_epochs, per_batch):
@@ -357,10 +400,10 @@ def apply_evoked(
 def check_apply_args(estimator, inst, alpha, tol, pick_ori, kind):
     """The checks shared by apply and apply_epochs; returns alpha and tol."""
     _validate_type(inst, Evoked if kind == "evoked" else BaseEpochs, kind)
-    alpha = check_alpha(alpha)
+    alpha = check_alpha(alpha, allow_sure=getattr(estimator, "_allow_sure", False))
     tol = check_tol(tol, alpha)
     check_pick_ori(pick_ori, estimator.problem)
-    if tol is None:
+    if tol is None and alpha != "sure":
         estimator._check_lam_range(alpha)
     return alpha, tol
 
@@ -370,6 +413,7 @@ __all__ = [
     "alpha_to_lam",
     "apply_evoked",
     "check_alpha",
+    "check_mxne_options",
     "check_pick_ori",
     "check_tol",
     "epochs_per_batch",

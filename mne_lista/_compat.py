@@ -7,6 +7,7 @@ behaviour so that a change in MNE shows up as a failing test here.
 
 from types import SimpleNamespace
 
+import numpy as np
 from mne.inverse_sparse import mxne_inverse as _mxne_inverse
 from mne.minimum_norm import inverse as _mn_inverse
 
@@ -23,6 +24,37 @@ def prepare_gain(forward, info, noise_cov, *, depth, loose, rank):
         )
     )
     return forward, gain, gain_info, whitener, source_weighting
+
+
+def prepare_weights(forward, gain, source_weighting, weights, weights_min):
+    """MNE's ``_prepare_weights``: a prior on the source positions, as ``mixed_norm``.
+
+    ``weights`` (an array over positions or a SourceEstimate, whose peak
+    absolute value per position is used) is normalized by its maximum; the
+    gain columns and the source weighting are multiplied by it and the
+    positions whose normalized weight is not above ``weights_min / max``
+    are dropped. Works on copies. Returns (gain, source_weighting, mask),
+    ``mask`` (bool over the gain's columns) selecting the kept columns.
+    """
+    gain, sw, mask = _mxne_inverse._prepare_weights(
+        forward,
+        np.array(gain, dtype=np.float64),
+        np.array(source_weighting, dtype=np.float64),
+        weights,
+        weights_min,
+    )
+    return gain, sw, mask
+
+
+def safe_svd(A):
+    """MNE's ``_safe_svd`` (thin): the SVD ``mixed_norm`` computes ``time_pca`` with.
+
+    Returns (U, s, Vh); LAPACK's signs, so that a random perturbation drawn
+    on ``U * s`` (SURE) is the one ``mixed_norm`` draws.
+    """
+    from mne.fixes import _safe_svd
+
+    return _safe_svd(A, full_matrices=False)
 
 
 def check_reference(info):

@@ -22,10 +22,12 @@ device : str | torch.device
     Where to run the network ('cpu', 'cuda', 'cuda:1', ...)."""
 
 docdict["alpha"] = """\
-alpha : float
+alpha : float | 'sure'
     Regularization in [0, 100), in %% of alpha_max (the smallest
     regularization that gives a zero estimate), as in
-    :func:`mne.inverse_sparse.mixed_norm`."""
+    :func:`mne.inverse_sparse.mixed_norm`; 'sure' (StepMxNE, with ``tol``)
+    chooses it on ``sure_alpha_grid`` by Stein's unbiased risk estimate,
+    kept in ``certificate_['alpha']``."""
 docdict["apply_outputs"] = """\
 debias : bool
     Remove the amplitude bias of the penalty on the active set (MNE's
@@ -45,6 +47,27 @@ tol : float | None
     exceeds it is solved by the exact solver (:func:`mne_lista.solve_lasso`
     per sample, :func:`mne_lista.solve_mxne` per window), so that all are
     certified to ``tol``."""
+docdict["mxne_options"] = """\
+n_mxne_iter : int
+    Number of MxNE rounds; above 1, iterative reweighting (irMxNE, log
+    penalty) as ``mixed_norm``, every round certified to ``tol``.
+weights : None | array | SourceEstimate
+    A prior on the source positions (e.g. a dSPM estimate), applied as
+    ``mixed_norm`` applies it (the gain columns scaled by the normalized
+    weights).
+weights_min : float
+    With ``weights``: positions with weights not above it are left out.
+sure_alpha_grid : array | 'auto'
+    With ``alpha='sure'``: the alphas (in %%) at which SURE is evaluated;
+    'auto' is ``mixed_norm``'s 15 values from 100 to 10 (geometric).
+sure_tol : float | None
+    With ``alpha='sure'``: the relative duality gap of the grid's solves
+    (default ``tol``). The selected alpha depends on their precision (the
+    risk is estimated from differences of solutions); the estimate at the
+    selected alpha is then solved to ``tol``.
+random_state : None | int | instance of RandomState
+    With ``alpha='sure'``: the seed of its random perturbation, drawn as
+    ``mixed_norm`` draws it (the same seed gives the same draws)."""
 docdict["epochs_batches"] = """\
 batch_size : int | None
     Number of epochs solved together. By default, as many as fit in

@@ -53,6 +53,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     iterates = np.empty((n_aa + 1, k, K))
     n_it = 0
     U = np.empty((n_orient, K))
+    nz_end = 0  # rows from nz_end on have always been zero
+    for q in range(k):
+        for c in range(K):
+            if Z[q, c] != 0.0:
+                nz_end = q + 1
     it = 0
     for it in range(max_passes):
         for j in range(k // n_orient):
@@ -62,11 +67,14 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             r0 = j * n_orient
             norm = 0.0
             for r in range(n_orient):
+                # the gradient row (H Z - b)[r0 + r] over the rows that were
+                # ever non-zero (the support comes first in a working set)
+                if nz_end > 0:
+                    grad = np.dot(H[r0 + r, :nz_end], Z[:nz_end])
+                else:
+                    grad = np.zeros(K)
                 for c in range(K):
-                    grad = -b[r0 + r, c]
-                    for q in range(k):
-                        grad += H[r0 + r, q] * Z[q, c]
-                    u = Z[r0 + r, c] - grad / lip
+                    u = Z[r0 + r, c] - (grad[c] - b[r0 + r, c]) / lip
                     U[r, c] = u
                     norm += u * u
             norm = np.sqrt(norm)
@@ -74,6 +82,8 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             for r in range(n_orient):
                 for c in range(K):
                     Z[r0 + r, c] = U[r, c] * shrink
+            if shrink > 0.0 and r0 + n_orient > nz_end:
+                nz_end = r0 + n_orient
         iterates[n_it] = Z
         n_it += 1
         if n_it == n_aa + 1:  # Anderson extrapolation

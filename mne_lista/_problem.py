@@ -47,6 +47,10 @@ class LassoProblem:
         channels used.
     src : SourceSpaces | None
         The source space.
+    mask : array of bool, shape (m_forward,) | None
+        With ``weights`` (:meth:`weighted`): the columns of the forward's
+        gain kept (those with a weight above ``weights_min``); ``gain`` and
+        ``source_weighting`` hold only those. None without weights.
     """
 
     def __init__(self, gain, n_orient=1):
@@ -72,6 +76,7 @@ class LassoProblem:
         self.loose = None
         self.depth = None
         self.rank = None
+        self.mask = None
         self._tensors = {}
 
     @property
@@ -109,6 +114,55 @@ class LassoProblem:
             gain = self.gain_tensor(device, dtype)
             self._tensors[key] = position_lipschitz(gain, self.n_orient)
         return self._tensors[key]
+
+    def weighted(self, weights, weights_min=0.0):
+        """This problem with a prior on the source positions, as ``mixed_norm``.
+
+        The weighted L21 penalty ``sum_p ||X_p|| / w_p`` of
+        :func:`mne.inverse_sparse.mixed_norm`'s ``weights`` is the plain L21
+        penalty on the gain with its columns multiplied by the weights (and
+        the solution multiplied by them back, which ``source_weighting``
+        does): MNE's ``_prepare_weights`` (:mod:`mne_lista._compat`) builds
+        that gain, dropping the positions with weights not above
+        ``weights_min`` (:attr:`mask`). The solvers need no change.
+
+        Parameters
+        ----------
+        weights : array, shape (n_positions,) | SourceEstimate
+            The prior (e.g. a dSPM estimate: its peak absolute value per
+            position is used), normalized by its maximum.
+        weights_min : float
+            Positions with weights not above it are dropped.
+
+        Returns
+        -------
+        problem : LassoProblem
+            A new problem (this one is unchanged).
+        """
+        if self.forward is None or self.mask is not None:
+            raise RuntimeError(
+                "weights need an unweighted problem built by prepare_problem"
+            )
+        gain, sw, mask = _compat.prepare_weights(
+            self.forward, self.gain, self.source_weighting, weights, weights_min
+        )
+        new = LassoProblem(gain, self.n_orient)
+        for key in ("ch_names", "whitener", "forward", "src", "info"):
+            setattr(new, key, getattr(self, key))
+        new.loose, new.depth, new.rank = self.loose, self.depth, self.rank
+        new.source_weighting = sw[mask]
+        new.mask = mask
+        logger.info(f"    weights: {new.n_positions} of {self.n_positions} positions")
+        return new
+
+    def full_active(self, active):
+        """An active set over the gain's columns as one over the forward's."""
+        active = np.asarray(active, dtype=bool)
+        if self.mask is None:
+            return active
+        full = np.zeros(self.mask.shape, dtype=bool)
+        full[self.mask] = active
+        return full
 
     def __repr__(self):
         kind = "" if self.src is None else f" | {self.src.kind} source space"
@@ -222,7 +276,16 @@ def _check_channels(forward, noise_cov, info):
 
 @verbose
 def prepare_problem(
-    forward, noise_cov, info, *, loose="auto", depth=0.8, rank=None, verbose=None
+    forward,
+    noise_cov,
+    info,
+    *,
+    loose="auto",
+    depth=0.8,
+    rank=None,
+    weights=None,
+    weights_min=0.0,
+    verbose=None,
 ):
     """Build the whitened, weighted Lasso problem of a forward model.
 
@@ -243,6 +306,12 @@ def prepare_problem(
         Depth weighting exponent, as in :func:`mne.inverse_sparse.mixed_norm`.
     rank : None | 'info' | 'full' | dict
         Rank of the noise covariance, as in MNE.
+    weights : None | array | SourceEstimate
+        A prior on the source positions, as in
+        :func:`mne.inverse_sparse.mixed_norm` (see
+        :meth:`LassoProblem.weighted`).
+    weights_min : float
+        With ``weights``: drop the positions whose weight is not above it.
     verbose : bool | str | int | None
         Control verbosity of the logging output.
 
@@ -273,6 +342,8 @@ def prepare_problem(
     problem.depth = depth
     problem.rank = rank
     logger.info(f"    {problem!r}, lipschitz={problem.lipschitz:.4g}")
+    if weights is not None:
+        problem = problem.weighted(weights, weights_min)
     return problem
 
 

@@ -13,11 +13,20 @@ windows are solved exactly instead by the batched working-set solver
 last resort.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
-from mne.utils import _validate_type, logger, verbose
+from mne.utils import (
+    _check_option,
+    _validate_type,
+    check_random_state,
+    logger,
+    verbose,
+    warn,
+)
 
-from . import _compat, _l21
+from . import _apply, _compat, _l21
 from ._docs import fill_doc
 from ._estimator import _Estimator
 
@@ -213,12 +222,15 @@ class StepMxNE(_Estimator):
             raise ValueError(f"time_pca must be True or a positive int, got {time_pca}")
         return time_pca
 
-    def _columns_per_epoch(self, n_times, *, time_pca=True):
+    _allow_sure = True  # alpha='sure' (checked by the glue)
+
+    def _columns_per_epoch(self, n_times, *, time_pca=True, sure=None, **kw):
         n_comp = min(self.problem.n_channels, n_times)
-        return n_comp if time_pca is True else min(n_comp, int(time_pca))
+        n_comp = n_comp if time_pca is True else min(n_comp, int(time_pca))
+        return n_comp if sure is None else 2 * n_comp  # SURE: perturbed copy
 
     @torch.no_grad()
-    def _solve_windows(self, M, alpha, *, tol, time_pca=True):
+    def _solve_windows(self, M, alpha, *, tol, time_pca=True, n_mxne_iter=1, sure=None):
         """Whitened epochs (n, E, T) -> one L21 problem each, solved, certified.
 
         As in ``mixed_norm``, the problem of an epoch is the one on its
@@ -226,7 +238,13 @@ class StepMxNE(_Estimator):
         ``time_pca=True``, which is the problem on the window itself):
         alpha_max, lam, the solvers and the certificate all refer to it.
         Without ``tol`` the network solves the windows; with ``tol`` the
-        exact solver (:meth:`_solve_exact`) does.
+        exact solver (:meth:`_solve_exact`) does, or its reweighted
+        iterations with ``n_mxne_iter > 1``
+        (:func:`mne_lista.solvers.solve_irmxne`). With ``sure`` (a dict:
+        ``grid``, ``rng``, ``debias``), alpha is chosen per epoch by SURE
+        (:func:`mne_lista._sure.sure_path`) on the temporal components of
+        MNE's SVD, so that the same random state draws the same
+        perturbation as ``mixed_norm``.
 
         Returns
         -------
@@ -239,21 +257,77 @@ class StepMxNE(_Estimator):
         cert : dict
             The certificate of the windows.
         """
+        from . import _sure, solvers
+
         problem, n_orient = self.problem, self.problem.n_orient
         M = torch.as_tensor(M, dtype=torch.float64, device=self.device)
         G = problem.gain_tensor(M.device, torch.float64)
-        M_pca, Vh = _l21.time_pca(M, None if time_pca is True else int(time_pca))
+        n_comp = None if time_pca is True else int(time_pca)
+        if sure is None:
+            M_pca, Vh = _l21.time_pca(M, n_comp)
+        else:
+            M_pca, Vh = _time_pca_svd(M, n_comp)
         GtM = _l21.gain_t_times(G, M_pca)
         a_max = _l21.dual_norm(GtM, n_orient)  # alpha_max, as in mixed_norm
-        lam = alpha / 100.0 * a_max
         cert = dict(n_resolved=0, n_fallback=0)
-        if tol is None:
+        lip = problem.position_lipschitz(M.device)
+        if sure is not None:
+            n, n_win, k = M_pca.shape
+            rng = sure["rng"]  # one draw per window in turn, as mixed_norm
+            delta = np.stack([rng.standard_normal((n, k)) for _ in range(n_win)])
+            delta = torch.as_tensor(delta.transpose(1, 0, 2), device=M.device)
+            X, alpha, sure_vals, rel_gap = _sure.sure_path(
+                G,
+                M_pca,
+                sure["grid"],
+                a_max,
+                n_orient,
+                delta=delta,
+                tol=sure["tol"] or tol,
+                n_mxne_iter=n_mxne_iter,
+                debias=sure["debias"],
+                ws_size=_ACTIVE_SET_SIZE,
+                lipschitz_positions=lip,
+            )
+            _log_sure(alpha, X, n_orient)
+            cert.update(alpha=alpha, sure=sure_vals, alpha_grid=tuple(sure["grid"]))
+            cert["n_resolved"] = n_win
+            lam = torch.as_tensor(alpha / 100.0, device=M.device) * a_max
+            if n_mxne_iter == 1 and not np.all(rel_gap <= tol):  # grid less precise
+                X, rel_gap, cert["n_fallback"] = self._solve_exact(
+                    M_pca, GtM, lam, tol, Z0=X
+                )
+        elif tol is None:
+            lam = alpha / 100.0 * a_max
             X = self._run_net(M_pca, lam)
             rel_gap = _l21.relative_gap(G, M_pca, X, lam, n_orient).cpu().numpy()
+        elif n_mxne_iter > 1:
+            lam = alpha / 100.0 * a_max
+            X, rels, n_rounds = solvers.solve_irmxne(
+                G,
+                M_pca,
+                lam,
+                n_orient,
+                n_mxne_iter,
+                scale=a_max / 100.0,
+                tol=tol,
+                ws_size=_ACTIVE_SET_SIZE,
+                lipschitz_positions=lip,
+                gain_t_M=GtM,
+            )
+            rel_gap = np.fmax.reduce(rels.numpy(), 0)  # the worst round
+            cert.update(rel_gap_rounds=rels.numpy().T, n_rounds=n_rounds.numpy())
+            cert["n_resolved"] = M_pca.shape[1]
         else:
+            lam = alpha / 100.0 * a_max
             X, rel_gap, cert["n_fallback"] = self._solve_exact(M_pca, GtM, lam, tol)
             cert["n_resolved"] = M_pca.shape[1]
         self._log_gaps(rel_gap, "window")
+        if tol is not None and not np.all(rel_gap <= tol):
+            warn(
+                f"{int(np.sum(~(rel_gap <= tol)))} window(s) not certified to "
+                f"tol={tol:g} (max relative duality gap {np.nanmax(rel_gap):.2e})"
+            )
         cert.update(
             rel_gap=rel_gap,
             lam=lam.cpu().numpy(),
@@ -262,15 +336,55 @@ class StepMxNE(_Estimator):
         )
         return X, M_pca, Vh, cert
 
-    def _solve_batch(self, M, alpha, *, tol, time_pca=True):
+    def _solve_batch(self, M, alpha, *, tol, **solve_kw):
         """The glue's batch solve: per-epoch pieces mapped back to time."""
-        X, M_pca, Vh, cert = self._solve_windows(M, alpha, tol=tol, time_pca=time_pca)
+        X, M_pca, Vh, cert = self._solve_windows(M, alpha, tol=tol, **solve_kw)
         n_orient = self.problem.n_orient
         n_act = n_orient * (_l21.group_sq_norms(X, n_orient) > 0).sum(0)
         debias_ok = (n_act < self.problem.n_channels).cpu().numpy()
         return self._per_epoch(self.problem, X, M_pca, Vh, debias_ok), cert
 
-    def _solve_exact(self, M_pca, GtM, lam, tol):
+    @contextmanager
+    def _weighted(self, weights, weights_min):
+        """The problem with ``weights`` while the block runs (see LassoProblem)."""
+        if weights is None:
+            yield
+            return
+        base = self.problem
+        self.problem = base.weighted(weights, weights_min)
+        try:
+            yield
+        finally:
+            self.problem = base
+
+    def _mxne_kw(
+        self,
+        alpha,
+        tol,
+        *,
+        time_pca,
+        n_mxne_iter,
+        weights,
+        sure_alpha_grid,
+        sure_tol,
+        random_state,
+        debias,
+    ):
+        """Check mixed_norm's options; the solver's keyword arguments."""
+        grid = _apply.check_mxne_options(
+            alpha, tol, n_mxne_iter, weights, sure_alpha_grid
+        )
+        kw = dict(time_pca=self._check_time_pca(time_pca), n_mxne_iter=n_mxne_iter)
+        if alpha == "sure":
+            kw["sure"] = dict(
+                grid=grid,
+                rng=check_random_state(random_state),
+                debias=debias,
+                tol=_apply.check_tol(sure_tol, 1.0),
+            )
+        return kw
+
+    def _solve_exact(self, M_pca, GtM, lam, tol, Z0=None):
         """Certified solutions of all windows: (X, rel_gap, n_fallback).
 
         :func:`mne_lista.solvers.solve_mxne` (working sets + block coordinate
@@ -288,9 +402,10 @@ class StepMxNE(_Estimator):
             lam,
             n_orient,
             tol=tol,
+            Z0=Z0,
             ws_size=_ACTIVE_SET_SIZE,
             lipschitz_positions=problem.position_lipschitz(M_pca.device),
-            gain_t_M=GtM,
+            gain_t_M=None if Z0 is not None else GtM,
         )
         rel = rel.cpu().numpy()
         f0 = _l21.zero_objective(M_pca)
@@ -331,6 +446,12 @@ class StepMxNE(_Estimator):
         pick_ori=None,
         tol=None,
         time_pca=True,
+        n_mxne_iter=1,
+        weights=None,
+        weights_min=0.0,
+        sure_alpha_grid="auto",
+        sure_tol=None,
+        random_state=None,
         verbose=None,
     ):
         """Localize an evoked response, as :func:`~mne.inverse_sparse.mixed_norm`.
@@ -351,22 +472,35 @@ class StepMxNE(_Estimator):
             As in ``mixed_norm``: True solves on all temporal components
             (exactly the problem on the window); an int keeps only that many
             leading components (the problem on them: faster, approximate).
+        %(mxne_options)s
         %(verbose)s
 
         Returns
         -------
         %(apply_returns)s
         """
-        return self._apply(
-            evoked,
+        kw = self._mxne_kw(
             alpha,
-            tol=tol,
+            tol,
+            time_pca=time_pca,
+            n_mxne_iter=n_mxne_iter,
+            weights=weights,
+            sure_alpha_grid=sure_alpha_grid,
+            sure_tol=sure_tol,
+            random_state=random_state,
             debias=debias,
-            pick_ori=pick_ori,
-            return_residual=return_residual,
-            return_as_dipoles=return_as_dipoles,
-            time_pca=self._check_time_pca(time_pca),
         )
+        with self._weighted(weights, weights_min):
+            return self._apply(
+                evoked,
+                alpha,
+                tol=tol,
+                debias=debias,
+                pick_ori=pick_ori,
+                return_residual=return_residual,
+                return_as_dipoles=return_as_dipoles,
+                **kw,
+            )
 
     @verbose
     @fill_doc
@@ -382,9 +516,28 @@ class StepMxNE(_Estimator):
         pick_ori=None,
         tol=None,
         time_pca=True,
+        n_mxne_iter=1,
+        weights=None,
+        weights_min=0.0,
+        sure_alpha_grid="auto",
+        sure_tol=None,
+        random_state=None,
+        sure_mode="epoch",
         verbose=None,
     ):
         """Localize every epoch as its own window (mixed_norm per epoch).
+
+        With ``alpha='sure'``, SURE chooses alpha (in %% of each epoch's
+        alpha_max), its perturbations drawn from ``random_state`` epoch
+        after epoch. ``sure_mode='epoch'`` (default): one alpha per epoch,
+        each epoch localized as ``mixed_norm`` localizes it as an evoked
+        response (its own noise, its own risk), so that results do not
+        depend on the batching nor on the other epochs and match
+        ``mixed_norm`` looped over the epochs. ``'pooled'``: one alpha for
+        all, the minimizer of the sum of the epochs' SURE curves (the risk
+        of the whole set; its Monte-Carlo noise averages over epochs), for
+        estimates regularized alike across trials; the epochs are then
+        solved again at that alpha (two passes).
 
         Parameters
         ----------
@@ -394,22 +547,90 @@ class StepMxNE(_Estimator):
         %(epochs_batches)s
         debias, pick_ori, tol, time_pca :
             As in :meth:`apply`.
+        n_mxne_iter, weights, weights_min, sure_alpha_grid, sure_tol, random_state :
+            As in :meth:`apply`.
+        sure_mode : 'epoch' | 'pooled'
+            With ``alpha='sure'``: one alpha per epoch, or one for all.
         %(verbose)s
 
         Returns
         -------
         %(epochs_returns)s
         """
-        return self._apply_epochs(
-            epochs,
+        kw = self._mxne_kw(
             alpha,
-            tol=tol,
-            pick_ori=pick_ori,
-            return_generator=return_generator,
-            batch_size=batch_size,
-            max_memory=max_memory,
+            tol,
+            time_pca=time_pca,
+            n_mxne_iter=n_mxne_iter,
+            weights=weights,
+            sure_alpha_grid=sure_alpha_grid,
+            sure_tol=sure_tol,
+            random_state=random_state,
             debias=debias,
-            time_pca=self._check_time_pca(time_pca),
+        )
+
+        _check_option("sure_mode", sure_mode, ("epoch", "pooled"))
+        pooled = alpha == "sure" and sure_mode == "pooled"
+        batches = dict(batch_size=batch_size, max_memory=max_memory, debias=debias)
+
+        def run(alpha, pick_ori, **kw):
+            return self._apply_epochs(
+                epochs, alpha, tol=tol, pick_ori=pick_ori, return_generator=True,
+                **batches, **kw,
+            )  # fmt: skip
+
+        def estimates():
+            with self._weighted(weights, weights_min):
+                if not pooled:
+                    yield from run(alpha, pick_ori, **kw)
+                    return
+                for _ in run("sure", None, **kw):  # the curves of all epochs
+                    pass
+                sure = self.certificate_["sure"]
+                grid = np.asarray(self.certificate_["alpha_grid"])
+                best = float(grid[np.argmin(sure.sum(0))])
+                logger.info(f"    Selected alpha (SURE, pooled): {best:g}")
+                del kw["sure"]
+                yield from run(best, pick_ori, **kw)
+                self.certificate_.update(
+                    sure=sure, alpha_grid=tuple(grid), alpha=np.full(len(sure), best)
+                )
+
+        return estimates() if return_generator else list(estimates())
+
+
+def _time_pca_svd(M, n_components=None):
+    """:func:`mne_lista._l21.time_pca` with MNE's SVD (its signs), per window."""
+    n, n_win, n_times = M.shape
+    k = min(n, n_times) if n_components is None else min(n, n_times, n_components)
+    M_pca = M.new_zeros((n, n_win, k))
+    Vh = M.new_zeros((n_win, k, n_times))
+    for w in range(n_win):
+        U, s, V = _compat.safe_svd(M[:, w].cpu().numpy())
+        M_pca[:, w] = torch.as_tensor(U[:, :k] * s[:k])
+        Vh[w] = torch.as_tensor(V[:k])
+    return M_pca, Vh
+
+
+def _log_sure(alpha, X, n_orient):
+    """Log the alphas SURE selected; warn about empty estimates."""
+    n_act = (_l21.group_sq_norms(X, n_orient) > 0).sum(0).cpu().numpy()
+    if alpha.size == 1:
+        logger.info(f"    Selected alpha: {alpha[0]:g} (SURE), {n_act[0]} source(s)")
+    else:
+        logger.info(
+            f"    Selected alphas (SURE): median {np.median(alpha):g}, "
+            f"range {alpha.min():g}..{alpha.max():g}"
+        )
+    empty = np.flatnonzero(n_act == 0)
+    if len(empty):
+        warn(
+            f"SURE selected an empty estimate (no active source) for "
+            f"{len(empty)} window(s) (alpha = {np.unique(alpha[empty])}%): "
+            "at every alpha of the grid the risk estimate preferred no "
+            "source, i.e. no source stands out of the noise of the noise "
+            "covariance (seen with MEG-only data); pass a float alpha or a "
+            "finer sure_alpha_grid"
         )
 
 

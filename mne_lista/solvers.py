@@ -12,6 +12,8 @@ of :func:`mne.inverse_sparse.mixed_norm` when they have shape ``(n, W, K)``
   duality gap (celer + Newton polish, :mod:`mne_lista._celer`);
 - :func:`solve_mxne`: the windows to a certified relative duality gap
   (working sets + block coordinate descent, :mod:`mne_lista._bcd`);
+- :func:`solve_irmxne`: iterative reweighted MxNE (irMxNE), every round
+  certified (:mod:`mne_lista._bcd`);
 - :func:`relative_gap`: the certificate, duality gap / ``1/2 ||x||^2``.
 """
 
@@ -21,7 +23,7 @@ from mne.parallel import parallel_func
 from mne.utils import _validate_type, logger, verbose, warn
 
 from . import _l21
-from ._bcd import position_lipschitz, solve_mxne
+from ._bcd import position_lipschitz, solve_irmxne, solve_mxne
 from ._celer import _group_spectral_norms, _solve_columns
 from ._problem import _check_problem, _data_tensor
 
@@ -255,5 +257,6 @@ __all__ = [
     "relative_gap",
     "solve_lasso",
     "solve_mxne",
+    "solve_irmxne",
     "position_lipschitz",
 ]

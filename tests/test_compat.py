@@ -142,3 +142,41 @@ def test_compat_mixed_norm_solver(evoked_cov, problem_vol):
     X_am = (X @ Vh[0].numpy()) * problem_vol.source_weighting[active][:, None]
     amp = np.linalg.norm(X_am.reshape(-1, 3, X_am.shape[1]), axis=1)
     np.testing.assert_allclose(amp, stc.data, rtol=1e-6, atol=1e-6 * stc.data.max())
+
+
+def test_prepare_weights(evoked_cov, fwd_surf):
+    """prepare_weights == the weighted gain of mixed_norm's _prepare_gain."""
+    from mne.inverse_sparse.mxne_inverse import _prepare_gain
+
+    evoked, cov = evoked_cov
+    problem = prepare_problem(
+        fwd_surf, cov, evoked.info, loose=0.2, depth=0.8, verbose=False
+    )
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0, 2, problem.n_positions)
+    gain, sw, mask = _compat.prepare_weights(
+        problem.forward, problem.gain, problem.source_weighting, weights, 0.5
+    )
+    _, gain_mne, _, _, sw_mne, mask_mne = _prepare_gain(
+        fwd_surf, evoked.info, cov, True, 0.8, 0.2, None, weights, 0.5
+    )
+    assert_array_equal(mask, mask_mne)
+    assert 0 < mask.sum() < mask.size
+    assert_allclose(gain, gain_mne, rtol=1e-12)
+    assert_allclose(sw, sw_mne, rtol=1e-12)
+    # the problem's view: masked gain and source weighting
+    weighted = problem.weighted(weights, 0.5)
+    assert_allclose(weighted.gain, gain_mne, rtol=1e-12)
+    assert_allclose(weighted.source_weighting, sw_mne[mask_mne], rtol=1e-12)
+
+
+def test_safe_svd():
+    """safe_svd is the thin SVD of scipy's LAPACK (what mixed_norm's time_pca uses)."""
+    from scipy import linalg
+
+    A = np.random.default_rng(0).standard_normal((30, 12))
+    U, s, Vh = _compat.safe_svd(A)
+    U2, s2, Vh2 = linalg.svd(A, full_matrices=False)
+    assert U.shape == (30, 12) and Vh.shape == (12, 12)
+    assert_array_equal(U * s, U2 * s2)
+    assert_array_equal(Vh, Vh2)
