@@ -158,6 +158,7 @@ def solve_mxne(
     max_passes=1000,
     lipschitz_positions=None,
     gain_t_M=None,
+    keep=None,
 ):
     """Exact L21 (MxNE) solutions of a batch of windows, certified by their gaps.
 
@@ -202,6 +203,13 @@ def solve_mxne(
         ``||G_p||_2^2`` of every position (computed when None).
     gain_t_M : Tensor, shape (m, W, K) | None
         ``D^T M`` when already known (e.g. from :func:`alpha_max`).
+    keep : Tensor of bool, shape (P, W) | None
+        Positions that may be active in each window's solution, e.g. those
+        that survive a Gap Safe screening
+        (:func:`mne_lista._screening.gap_safe_screen`): the others never
+        enter a working set (and are zeroed in ``Z0``). The certificate is
+        still computed on the full gain, so a wrong mask can only leave a
+        window uncertified, never certify a wrong solution.
 
     Returns
     -------
@@ -222,6 +230,9 @@ def solve_mxne(
             "with more sources than channels, no sparse solution to certify"
         )
     Z = init_sources(D, M, Z0)
+    alive = None if keep is None else keep.to(device=M.device, dtype=torch.bool)
+    if alive is not None:
+        Z = Z * alive.repeat_interleave(n_orient, 0)[..., None]
     if Z0 is not None:  # a dense start would make huge working sets
         Z = _keep_strongest(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
     if lipschitz_positions is None:
@@ -253,6 +264,9 @@ def solve_mxne(
         todo, norms, Z_t, gap = todo[keep], norms[:, keep], Z_t[:, keep], gap[keep]
         if GtM is None:
             GtM = gain_t_times(D, M)
+        scores = norms if (priority is None or n_rounds) else priority[:, todo]
+        if alive is not None:  # screened positions: never in a working set
+            scores = scores.masked_fill(~alive[:, todo], float("-inf"))
         with single_thread():  # small batched products: threads only cost
             Z[:, todo] = _solve_working_sets(
                 D,
@@ -260,7 +274,7 @@ def solve_mxne(
                 Z_t,
                 lam[todo],
                 n_orient,
-                norms if (priority is None or n_rounds) else priority[:, todo],
+                scores,
                 2.0 * f0[todo],
                 torch.maximum(_INNER_GAP * gap, 0.3 * tol * f0[todo]),
                 ws_size,
@@ -276,6 +290,9 @@ def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip,
     n_pos = m // n_orient
     support = group_sq_norms(Z, n_orient) > 0  # (P, W)
     size = (2 * support.sum(0)).clamp(min=ws_size, max=n_pos)
+    # no larger than the candidates (support + positions not screened out)
+    n_cand = (support | (scores > float("-inf"))).sum(0)
+    size = torch.minimum(size, n_cand.clamp(min=1))
     k = int(size.max())
     prio = torch.where(support, torch.full_like(scores, float("inf")), scores)
     top = torch.topk(prio, k, dim=0).indices.T  # (W, k) positions

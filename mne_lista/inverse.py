@@ -7,6 +7,7 @@ from mne.utils import _validate_type, logger, verbose, warn
 from . import _l21
 from ._docs import fill_doc
 from ._estimator import _Estimator
+from ._screening import gap_safe_screen
 
 
 @fill_doc
@@ -181,7 +182,9 @@ class StepLISTA(_Estimator):
         Samples whose own alpha_max is <= lam have the exact solution 0; the
         others go through the network, and with ``tol`` the samples whose
         relative duality gap exceeds it are solved by
-        :func:`mne_lista.solve_lasso`, warm started at the network's output.
+        :func:`mne_lista.solve_lasso`, warm started at the network's output
+        and restricted to the positions that the Gap Safe rule, from that
+        output, does not prove inactive (certified on the full gain).
         """
         problem, n_orient = self.problem, self.problem.n_orient
         n, n_epochs, n_times = M.shape
@@ -202,7 +205,13 @@ class StepLISTA(_Estimator):
         if len(todo):
             M_t, lam_t = Ms[:, todo], lam[todo]
             X_t = self._run_net(M_t, lam_t)
-            gap = _l21.relative_gap(G, M_t, X_t, lam_t, n_orient)
+            keep = None
+            if tol is not None and self._screen:
+                # the certificate's product G^T R also gives the Gap Safe rule
+                lip = problem.position_lipschitz(M.device, torch.float64)
+                keep, gap = gap_safe_screen(G, M_t, X_t, lam_t, n_orient, lip)
+            else:
+                gap = _l21.relative_gap(G, M_t, X_t, lam_t, n_orient)
             if tol is not None:
                 bad = torch.nonzero(~(gap <= tol)).flatten()  # NaN is bad
                 n_resolved = len(bad)
@@ -212,7 +221,19 @@ class StepLISTA(_Estimator):
                     + (", finished by the exact solver" if n_resolved else "")
                 )
                 if n_resolved:
-                    X_b = self._solve_exact(M_t[:, bad], lam_t[bad], X_t[:, bad], tol)
+                    X_b = self._solve_exact(
+                        M_t[:, bad],
+                        lam_t[bad],
+                        X_t[:, bad],
+                        tol,
+                        keep=None if keep is None else keep[:, bad],
+                    )
+                    if keep is not None:
+                        screened = 1.0 - float(keep[:, bad].double().mean())
+                        logger.info(
+                            f"    Gap Safe screening: {100 * screened:.1f}% of the "
+                            "positions proven inactive before the exact solve"
+                        )
                     X_t[:, bad] = X_b
                     gap[bad] = _l21.relative_gap(
                         G, M_t[:, bad], X_b, lam_t[bad], n_orient
@@ -232,8 +253,13 @@ class StepLISTA(_Estimator):
         X = X.reshape(-1, n_epochs, n_times)
         return self._per_epoch(problem, X, M), cert
 
-    def _solve_exact(self, M, lam, X0, tol):
-        """Certified solutions of per-sample problems (m, B, 1) from X0."""
+    def _solve_exact(self, M, lam, X0, tol, *, keep=None):
+        """Certified solutions of per-sample problems (m, B, 1) from X0.
+
+        ``keep`` (P, B): the positions not proven inactive by the Gap Safe
+        rule (:func:`mne_lista._screening.gap_safe_screen`); each sample is
+        solved on them only, and certified on the full gain.
+        """
         from .solvers import solve_lasso
 
         Z = solve_lasso(
@@ -242,6 +268,7 @@ class StepLISTA(_Estimator):
             lam.cpu().numpy(),
             tol=tol,
             Z0=X0[:, :, 0].cpu().numpy(),
+            keep=None if keep is None else keep.cpu().numpy(),
             verbose=False,
         )
         Z = np.asarray(Z).reshape(self.problem.n_sources, -1)
