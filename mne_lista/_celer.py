@@ -112,106 +112,81 @@ def _fit_celer(est, x, alpha, tol, z, max_iter):
         return est.fit(x, alpha, tol, z, max_iter)
 
 
-def _solve_columns(G, n_orient, X, lam, Z0, tol, norms=None, keep=None):
-    """Solve, polish and certify the columns of X (one process).
-
-    ``keep`` (P, B) bool | None: the positions of each column that may be
-    active (e.g. the survivors of a Gap Safe screening); each column is then
-    solved on its own gain restricted to them (the others stay 0).
-    """
+def _solve_columns(G, n_orient, X, lam, Z0, tol, norms=None):
+    """Solve, polish and certify the columns of X (one process)."""
     # single-column torch ops: one thread (more only adds synchronization)
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms, keep)
+        return _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms)
     finally:
         torch.set_num_threads(n_threads)
 
 
-def _make_estimator(G, n_orient, norms):
+def _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms):
+    n, m = G.shape
+    G = np.asfortranarray(G)
+    D = torch.from_numpy(G)
     est = _CelerEstimator(G, n_orient)
     if n_orient > 1:
         try:
             est = _CelerGroup(G, n_orient, norms)
         except ImportError:  # celer's layout changed: use the estimator
             pass
-    return est
-
-
-def _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms, keep):
-    n, m = G.shape
-    G = np.asfortranarray(G)
-    full = (torch.from_numpy(G), _make_estimator(G, n_orient, norms))
     Z = np.zeros((m, X.shape[1]))
     for b in range(X.shape[1]):
-        z0 = None if Z0 is None else np.array(Z0[:, b])
-        if keep is None or keep[:, b].all():
-            Z[:, b] = _solve_column(*full, G, n_orient, X[:, b], lam[b], z0, tol)
-            continue
-        pos = np.flatnonzero(keep[:, b])
-        if not len(pos):  # every position proven inactive: 0 is the solution
-            continue
-        cols = (pos[:, None] * n_orient + np.arange(n_orient)).ravel()
-        G_b = np.asfortranarray(G[:, cols])
-        est = _make_estimator(G_b, n_orient, None if norms is None else norms[pos])
-        z0 = None if z0 is None else z0[cols]
-        Z[cols, b] = _solve_column(
-            torch.from_numpy(G_b), est, G_b, n_orient, X[:, b], lam[b], z0, tol
-        )
-    return Z
+        x, lam_b = X[:, b], float(lam[b])
+        xt, lam_t = torch.from_numpy(X[:, b : b + 1, None]), torch.tensor([lam_b])
+        norm = 0.5 * float(x @ x)
+        tol_b = _backend_tol(tol)
+        best, best_gap = np.zeros(m), np.inf
+        z = None
 
+        def gap_pick(cands, best, best_gap, xt=xt, lam_t=lam_t, norm=norm):
+            """The candidate of smallest relative gap (stop below tol)."""
+            for cand in cands:
+                zt = torch.from_numpy(cand[:, None, None])
+                gap = float(duality_gap(D, xt, zt, lam_t, n_orient)[0][0]) / norm
+                if gap < best_gap:
+                    best, best_gap = cand, gap
+                if best_gap <= tol:
+                    break
+            return best, best_gap
 
-def _solve_column(D, est, G, n_orient, x, lam_b, z0, tol):
-    """One column: (warm start polished,) celer rounds, polish, certify."""
-    n, m = G.shape
-    x = np.ascontiguousarray(x)
-    lam_b = float(lam_b)
-    xt, lam_t = torch.from_numpy(x[:, None, None]), torch.tensor([lam_b])
-    norm = 0.5 * float(x @ x)
-    tol_b = _backend_tol(tol)
-    best, best_gap = np.zeros(m), np.inf
-    z = None
-
-    def gap_pick(cands, best, best_gap):
-        """The candidate of smallest relative gap (stop below tol)."""
-        for cand in cands:
-            zt = torch.from_numpy(cand[:, None, None])
-            gap = float(duality_gap(D, xt, zt, lam_t, n_orient)[0][0]) / norm
-            if gap < best_gap:
-                best, best_gap = cand, gap
+        if Z0 is not None:
+            # the starting point (e.g. a network's output) polished on its
+            # support is often exact already
+            z0 = np.array(Z0[:, b])
+            cands = [z0]
+            if np.count_nonzero(z0) <= n:  # else Newton is costly and singular
+                cands = chain(_polish(G, x, z0, lam_b, n_orient), cands)
+            best, best_gap = gap_pick(cands, best, best_gap)
+            if best_gap <= tol:
+                Z[:, b] = best
+                continue
+            z = z0
+        warm_ok = True
+        for round_ in range(_N_ROUNDS):
+            warm = warm_ok and z is not None
+            # from a point it did not produce celer can stall (seen: 160 s
+            # where a cold start took 1 s): fewer outer iterations there
+            max_iter = _WARM_MAX_ITER if warm and round_ == 0 else _CELER_MAX_ITER
+            z = _fit_celer(
+                est, x, lam_b / n, tol_b, z if warm else None, max_iter=max_iter
+            )
+            # the polished candidates first: usually exact
+            cands = chain(_polish(G, x, z, lam_b, n_orient), [z])
+            best, best_gap = gap_pick(cands, best, best_gap)
+            logger.debug(f"    round {round_}: relative gap {best_gap:.2e}")
             if best_gap <= tol:
                 break
-        return best, best_gap
-
-    if z0 is not None:
-        # the starting point (e.g. a network's output) polished on its
-        # support is often exact already
-        cands = [z0]
-        if np.count_nonzero(z0) <= n:  # else Newton is costly and singular
-            cands = chain(_polish(G, x, z0, lam_b, n_orient), cands)
-        best, best_gap = gap_pick(cands, best, best_gap)
-        if best_gap <= tol:
-            return best
-        z = z0
-    warm_ok = True
-    for round_ in range(_N_ROUNDS):
-        warm = warm_ok and z is not None
-        # from a point it did not produce celer can stall (seen: 160 s
-        # where a cold start took 1 s): fewer outer iterations there
-        max_iter = _WARM_MAX_ITER if warm and round_ == 0 else _CELER_MAX_ITER
-        z = _fit_celer(est, x, lam_b / n, tol_b, z if warm else None, max_iter=max_iter)
-        # the polished candidates first: usually exact
-        cands = chain(_polish(G, x, z, lam_b, n_orient), [z])
-        best, best_gap = gap_pick(cands, best, best_gap)
-        logger.debug(f"    round {round_}: relative gap {best_gap:.2e}")
-        if best_gap <= tol:
-            break
-        if warm:  # no progress from its own previous point: go on cold
-            warm_ok = False
-        else:
-            tol_b /= 100.0
-        z = best
-    return best
+            if warm:  # no progress from its own previous point: go on cold
+                warm_ok = False
+            else:
+                tol_b /= 100.0
+            z = best
+        Z[:, b] = best
+    return Z
 
 
 def _polish(G, x, z, lam, n_orient, n_newton=30):

@@ -182,9 +182,10 @@ class StepLISTA(_Estimator):
         Samples whose own alpha_max is <= lam have the exact solution 0; the
         others go through the network, and with ``tol`` the samples whose
         relative duality gap exceeds it are solved by
-        :func:`mne_lista.solve_lasso`, warm started at the network's output
-        and restricted to the positions that the Gap Safe rule, from that
-        output, does not prove inactive (certified on the full gain).
+        the exact solver (:meth:`_solve_exact`), its first working sets
+        ranked by the network's output and restricted to the positions that
+        the Gap Safe rule, from that output, does not prove inactive
+        (certified on the full gain).
         """
         problem, n_orient = self.problem, self.problem.n_orient
         n, n_epochs, n_times = M.shape
@@ -256,23 +257,46 @@ class StepLISTA(_Estimator):
     def _solve_exact(self, M, lam, X0, tol, *, keep=None):
         """Certified solutions of per-sample problems (m, B, 1) from X0.
 
-        ``keep`` (P, B): the positions not proven inactive by the Gap Safe
-        rule (:func:`mne_lista._screening.gap_safe_screen`); each sample is
-        solved on them only, and certified on the full gain.
+        All samples at once by the batched working-set solver
+        (:func:`mne_lista.solvers.solve_mxne`, a per-sample problem being a
+        window of one column): its first working sets are ranked by the
+        network's output ``X0``, and the positions that the Gap Safe rule
+        proved inactive, ``~keep`` (P, B), never enter them; the gaps are
+        computed on the full gain. A sample it does not certify in its
+        budget is solved by :func:`mne_lista.solve_lasso` (celer), warm
+        started at its result.
         """
-        from .solvers import solve_lasso
+        from ._screening import seed_priority
+        from .solvers import solve_lasso, solve_mxne
 
-        Z = solve_lasso(
-            self.problem,
-            M[:, :, 0].cpu().numpy(),
-            lam.cpu().numpy(),
+        problem, n_orient = self.problem, self.problem.n_orient
+        G = problem.gain_tensor(M.device, torch.float64)
+        GtM = _l21.gain_t_times(G, M)
+        Z, rel, _ = solve_mxne(
+            G,
+            M,
+            lam,
+            n_orient,
             tol=tol,
-            Z0=X0[:, :, 0].cpu().numpy(),
-            keep=None if keep is None else keep.cpu().numpy(),
-            verbose=False,
+            priority=seed_priority(GtM, X0, n_orient),
+            keep=keep,
+            lipschitz_positions=problem.position_lipschitz(M.device),
+            gain_t_M=GtM,
         )
-        Z = np.asarray(Z).reshape(self.problem.n_sources, -1)
-        return torch.as_tensor(Z, dtype=M.dtype, device=M.device)[:, :, None]
+        bad = torch.nonzero(~(rel <= tol)).flatten()
+        if len(bad):
+            logger.info(f"    {len(bad)} sample(s) finished by solve_lasso")
+            Zb = solve_lasso(
+                problem,
+                M[:, bad, 0].cpu().numpy(),
+                lam[bad].cpu().numpy(),
+                tol=tol,
+                Z0=Z[:, bad, 0].cpu().numpy(),
+                verbose=False,
+            )
+            Zb = np.asarray(Zb).reshape(problem.n_sources, -1)
+            Z[:, bad] = torch.as_tensor(Zb, dtype=Z.dtype, device=Z.device)[..., None]
+        return Z.to(M.dtype)
 
 
 def _harder_samples(problem, n, *, random_state, n_sources, snr, **kwargs):

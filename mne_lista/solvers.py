@@ -106,7 +106,6 @@ def solve_lasso(
     *,
     tol=1e-8,
     Z0=None,
-    keep=None,
     n_jobs=None,
     verbose=None,
 ):
@@ -139,14 +138,6 @@ def solve_lasso(
         that does not certify from it is solved again from zero. Columns
         where it is worse than zero (objective above ``1/2 ||x||^2``, or not
         finite) start from zero.
-    keep : array of bool, shape (n_positions, B) | None
-        Positions that may be active in each column's solution, e.g. those
-        that survive a Gap Safe screening
-        (:func:`mne_lista._screening.gap_safe_screen`); the others are fixed
-        at 0 and each column is solved on the gain restricted to its own
-        survivors. The certificate is still computed on the full gain; a
-        column that does not certify (a mask that removed an active
-        position) is solved again on the full gain.
     n_jobs : int | None
         Number of processes over columns (joblib). None is 1.
     %(verbose)s
@@ -223,37 +214,22 @@ def solve_lasso(
         parallel, p_fun, _ = parallel_func(
             _solve_columns, n_jobs, total=len(chunks), verbose=False
         )
-
-        def solve(chunks, Z0, keep):
-            out = parallel(
-                p_fun(
-                    G,
-                    no,
-                    Xn[:, idx],
-                    lam_n[idx],
-                    None if Z0 is None else Z0[:, idx],
-                    tol,
-                    norms,
-                    None if keep is None else keep[:, idx],
-                )
-                for idx in chunks
+        out = parallel(
+            p_fun(
+                G,
+                no,
+                Xn[:, idx],
+                lam_n[idx],
+                None if Z0 is None else Z0[:, idx],
+                tol,
+                norms,
             )
-            for idx, Zc in zip(chunks, out):
-                Z[:, idx] = torch.from_numpy(Zc)
-            # certify on the full gain, in one batch (columns with lam >=
-            # alpha_max are exact)
-            return _l21.relative_gap(
-                D, M[:, todo], Z[:, todo, None], lam[todo], no
-            ).numpy()
-
-        if keep is not None:
-            keep = np.asarray(keep, dtype=bool).reshape(problem.n_positions, B)
-        rel = solve(chunks, Z0, keep)
-        if keep is not None and bool(np.any(rel > tol)):
-            again = todo[rel > tol]
-            logger.info(f"    {len(again)} column(s) solved again on the full gain")
-            chunks = [again[i : i + chunk] for i in range(0, len(again), chunk)]
-            rel = solve(chunks, Z.numpy().copy(), None)
+            for idx in chunks
+        )
+        for idx, Zc in zip(chunks, out):
+            Z[:, idx] = torch.from_numpy(Zc)
+        # certify in one batch (columns with lam >= alpha_max are exact)
+        rel = _l21.relative_gap(D, M[:, todo], Z[:, todo, None], lam[todo], no).numpy()
         bad = todo[rel > tol]
         if len(bad):
             warn(
