@@ -105,8 +105,3 @@ def seed_priority(GtM, X0, n_orient):
     sq = group_sq_norms(X0, n_orient)
     top = sq / sq.amax(0).clamp_min(torch.finfo(sq.dtype).tiny)
     return torch.where(sq > 0, score.amax(0) + 1.0 + top, score)
-
-
-def expand_positions(keep, n_orient):
-    """A (P, W) mask of positions as a (m, W) mask of gain columns."""
-    return keep.repeat_interleave(n_orient, 0)
