@@ -229,8 +229,24 @@ def solve_mxne(
             "lam must be positive: with lam = 0 the problem is least squares "
             "with more sources than channels, no sparse solution to certify"
         )
-    Z = init_sources(D, M, Z0)
     alive = None if keep is None else keep.to(device=M.device, dtype=torch.bool)
+    if alive is not None and not bool(alive.any(1).all()):
+        return _solve_on_survivors(
+            D,
+            M,
+            lam,
+            n_orient,
+            alive,
+            Z0=Z0,
+            priority=priority,
+            lipschitz_positions=lipschitz_positions,
+            gain_t_M=gain_t_M,
+            tol=tol,
+            ws_size=ws_size,
+            max_rounds=max_rounds,
+            max_passes=max_passes,
+        )
+    Z = init_sources(D, M, Z0)
     if alive is not None:
         Z = Z * alive.repeat_interleave(n_orient, 0)[..., None]
     if Z0 is not None:  # a dense start would make huge working sets
@@ -281,6 +297,46 @@ def solve_mxne(
                 lip_pos,
                 max_passes,
             )
+    return Z, rel_gap, n_rounds
+
+
+def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
+    """:func:`solve_mxne` on the gain restricted to the positions that survive
+    the screening of at least one window, certified on the full gain.
+
+    The screened positions are 0 at the optimum, so the restricted problem
+    has the solution of the full one, and every round's products with the
+    gain only involve the survivors. Its solutions are certified once on the
+    full gain; a window whose full gap exceeds ``tol`` (a screened position
+    violating the optimality conditions at the inexact solution) is solved
+    again on the full gain, warm started.
+    """
+    pos = torch.nonzero(alive.any(1)).flatten()
+    cols = (pos[:, None] * n_orient + torch.arange(n_orient, device=D.device)).flatten()
+    sub = dict(kwargs)
+    for key, rows in (("Z0", cols), ("priority", pos), ("gain_t_M", cols)):
+        if sub[key] is not None:
+            sub[key] = sub[key][rows]
+    lip = kwargs["lipschitz_positions"]
+    sub["lipschitz_positions"] = None if lip is None else lip[pos]
+    Z_s, _, n_rounds = solve_mxne(D[:, cols], M, lam, n_orient, keep=alive[pos], **sub)
+    Z = M.new_zeros((D.shape[1], *M.shape[1:]))
+    Z[cols] = Z_s
+    lam = as_lam(lam, M.shape[1], M)
+    GZ = gain_times(D, Z)
+    R = M - GZ
+    dnorm = torch.sqrt(group_sq_norms(gain_t_times(D, R), n_orient).amax(0))
+    gap = gap_from_residual(R, GZ, Z, lam, dnorm, n_orient)[0]
+    rel_gap = gap / (0.5 * sq_norms(M)).clamp_min(torch.finfo(M.dtype).tiny)
+    bad = torch.nonzero(~(rel_gap <= kwargs["tol"])).flatten()
+    if len(bad):
+        full = {k: v for k, v in kwargs.items() if k not in ("Z0", "priority")}
+        gtm = full["gain_t_M"]
+        full["gain_t_M"] = None if gtm is None else gtm[:, bad]
+        Z[:, bad], rel_gap[bad], n_more = solve_mxne(
+            D, M[:, bad], lam[bad], n_orient, Z0=Z[:, bad], **full
+        )
+        n_rounds += n_more
     return Z, rel_gap, n_rounds
 
 

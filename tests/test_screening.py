@@ -109,7 +109,16 @@ def test_rule_windows_synthetic(problem_synth_free):
     Z2, rel2, _ = solve_mxne(D, M, lam, no, tol=1e-10, keep=keep)
     assert float(rel2.max()) <= 1e-10
     assert torch.equal(_active(Z2, no, 1e-6), active)
-    # a wrong mask (an active position removed) is never certified
+    assert not bool(keep.any(1).all())  # the solve on the survivors' gain
+    # a wrong mask removing an active position everywhere: the survivors'
+    # solution fails the full-gain certificate and is solved again
+    p_act = torch.nonzero(active[:, 0])[0, 0]
+    wrong = keep.clone()
+    wrong[p_act] = False
+    Z4, rel4, _ = solve_mxne(D, M, lam, no, tol=1e-10, keep=wrong)
+    assert float(rel4.max()) <= 1e-10
+    assert torch.equal(_active(Z4, no, 1e-6), active)
+    # a wrong mask in one window only is never certified
     wrong = torch.ones_like(keep)
     wrong[torch.nonzero(active[:, 0])[0, 0], 0] = False
     _, rel3, _ = solve_mxne(
