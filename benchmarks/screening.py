@@ -38,7 +38,7 @@ import torch
 from _common import subset_problem_inputs
 from epochs import simulate_epochs
 
-from mne_lista import StepLISTA, StepMxNE, _l21, solve_lasso
+from mne_lista import StepLISTA, StepMxNE, _l21, read_step_lista, solve_lasso
 from mne_lista._screening import gap_safe_screen
 
 
@@ -142,6 +142,7 @@ def run(
     fit_epochs=4,
     n_lasso=60,
     n_windows=16,
+    model=None,
     seed=0,
 ):
     """Run the benchmark; returns a dict of figures (see the module doc)."""
@@ -152,7 +153,11 @@ def run(
     kw = dict(loose=1.0, depth=0.9, verbose=False)
     res = dict(alpha=alpha, tol=tol, n_epochs=n_epochs, step_lista=[])
     models = {}
-    for n_layers in layers:
+    if model is not None:  # a saved model in place of the brief fits
+        est = read_step_lista(model, fwd, cov, evoked.info, verbose=False)
+        models[est.n_layers] = (est, 0.0)
+        layers = (est.n_layers,)
+    for n_layers in () if model is not None else layers:
         model = StepLISTA(fwd, cov, evoked.info, n_layers=n_layers, **kw)
         _, t_fit = _timed(
             model.fit,
@@ -179,6 +184,8 @@ def run(
     res["solve_lasso"] = bench_solve_lasso(
         models[layers[0]][0], M, alpha, tol, n_lasso, seed
     )
+    if not n_windows:
+        return res
     mx = StepMxNE(fwd, cov, evoked.info, n_layers=max(layers), **kw)
     _, res["t_fit_mxne"] = _timed(
         mx.fit, n_windows=4 * n_windows, n_epochs=fit_epochs, random_state=seed
@@ -216,7 +223,9 @@ def format_table(res):
         f"solve_lasso alone: {1e3 * lasso['t_per_sample']:.1f} ms/sample "
         f"({lasso['n_timed']} timed) -> {lasso['t_all']:.2f} s for all samples"
     )
-    mx = res["mxne"]
+    mx = res.get("mxne")
+    if mx is None:
+        return "\n".join(lines)
     lines.append(
         f"StepMxNE tol, {mx['n_windows']} windows of 30 samples, T={mx['n_layers']}: "
         f"{1e3 * mx['t_per_window_front']:.1f} ms/window with the network in "
@@ -240,6 +249,10 @@ def main(argv=None):
     parser.add_argument("--fit-epochs", type=int, default=None)
     parser.add_argument("--n-lasso", type=int, default=None)
     parser.add_argument("--n-windows", type=int, default=None)
+    parser.add_argument(
+        "--model", default=None, help="a saved StepLISTA model (no brief fits)"
+    )
+    parser.add_argument("--no-mxne", action="store_true", help="skip StepMxNE")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -251,7 +264,8 @@ def main(argv=None):
         fit_samples=args.fit_samples or (128 if quick else 1024),
         fit_epochs=args.fit_epochs or (2 if quick else 12),
         n_lasso=args.n_lasso or (30 if quick else 200),
-        n_windows=args.n_windows or (8 if quick else 64),
+        n_windows=0 if args.no_mxne else args.n_windows or (8 if quick else 64),
+        model=args.model,
         seed=args.seed,
     )
     print(format_table(res))
