@@ -27,6 +27,9 @@ _CHECK_EVERY = 5  # BCD passes between two duality gap checks
 # a working set is solved to this fraction of the current duality gap (celer
 # uses 0.3): 0.01 was the fastest of 0, 0.01, 0.1, 0.3 on the 7 mm volume
 _INNER_GAP = 0.01
+# screening (keep=): the rounds use the gain of the union of the survivors
+# when it holds at most this fraction of the positions
+_UNION_FRAC = 0.5
 
 
 def _block_norms(Z, n_orient):
@@ -207,9 +210,12 @@ def solve_mxne(
         Positions that may be active in each window's solution, e.g. those
         that survive a Gap Safe screening
         (:func:`mne_lista._screening.gap_safe_screen`): the others never
-        enter a working set (and are zeroed in ``Z0``). The certificate is
-        still computed on the full gain, so a wrong mask can only leave a
-        window uncertified, never certify a wrong solution.
+        enter a working set (and are zeroed in ``Z0``), and when few
+        positions survive in any window the rounds use the gain of those
+        only. The certificate is still
+        computed on the full gain, so a wrong mask can only leave a window
+        uncertified (or solved again on the full gain), never certify a
+        wrong solution.
 
     Returns
     -------
@@ -230,7 +236,8 @@ def solve_mxne(
             "with more sources than channels, no sparse solution to certify"
         )
     alive = None if keep is None else keep.to(device=M.device, dtype=torch.bool)
-    if alive is not None and not bool(alive.any(1).all()):
+    n_pos = D.shape[1] // n_orient
+    if alive is not None and int(alive.any(1).sum()) <= _UNION_FRAC * n_pos:
         return _solve_on_survivors(
             D,
             M,
