@@ -25,6 +25,10 @@ relative duality gap ``--tol`` (default 1e-6) for every sample:
   front (screening + first working set) and without it (the exact solver
   from zero), time per window.
 
+``--model FILE`` replaces the brief fits by a saved (e.g. fully trained)
+StepLISTA model: how much the rule screens depends on how close the network
+gets to the optimum.
+
 Run ``python benchmarks/screening.py [--quick] [--out FILE.json]`` (or
 ``mne-lista bench screening``) from a source checkout.
 """

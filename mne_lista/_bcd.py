@@ -17,6 +17,7 @@ from ._l21 import (
     gap_from_residual,
     group_sq_norms,
     init_sources,
+    relative_gap,
     single_thread,
     sq_norms,
 )
@@ -330,11 +331,7 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
     Z = M.new_zeros((D.shape[1], *M.shape[1:]))
     Z[cols] = Z_s
     lam = as_lam(lam, M.shape[1], M)
-    GZ = gain_times(D, Z)
-    R = M - GZ
-    dnorm = torch.sqrt(group_sq_norms(gain_t_times(D, R), n_orient).amax(0))
-    gap = gap_from_residual(R, GZ, Z, lam, dnorm, n_orient)[0]
-    rel_gap = gap / (0.5 * sq_norms(M)).clamp_min(torch.finfo(M.dtype).tiny)
+    rel_gap = relative_gap(D, M, Z, lam, n_orient)  # on the full gain
     bad = torch.nonzero(~(rel_gap <= kwargs["tol"])).flatten()
     if len(bad):
         full = {k: v for k, v in kwargs.items() if k not in ("Z0", "priority")}
