@@ -44,9 +44,15 @@ tol : float | None
     None (default): the network solves the problems, and its relative
     duality gaps (gap / (1/2 ||M||^2) per problem) are reported in
     ``certificate_``. A float: every problem whose relative duality gap
-    exceeds it is solved by the exact solver (:func:`mne_lista.solve_lasso`
-    per sample, :func:`mne_lista.solve_mxne` per window), so that all are
-    certified to ``tol``."""
+    exceeds it is solved by the exact solver, so that all are certified to
+    ``tol``: the batched working-set solver :func:`mne_lista.solve_mxne`
+    (:func:`mne_lista.solve_lasso` for the samples it leaves). For
+    :class:`~mne_lista.StepLISTA` it starts from the network's output,
+    which proves positions inactive (Gap Safe screening) and ranks the first
+    working sets; :class:`~mne_lista.StepMxNE` solves its few windows from
+    zero (there the network's layers cost more than the exact solve they
+    would shorten, see the README). Screening never changes the solution:
+    the gaps are computed on the full gain."""
 docdict["mxne_options"] = """\
 n_mxne_iter : int
     Number of MxNE rounds; above 1, iterative reweighting (irMxNE, log

@@ -36,6 +36,11 @@ def _check_device(device):
 class _Estimator:
     """Learned sparse inverse solver: problem, network, fit, solve, apply, save."""
 
+    # with tol, prove positions inactive from the network's output (Gap Safe
+    # screening) before the exact solve; it never changes the answer (off
+    # only to measure what it saves)
+    _screen = True
+
     def __init__(
         self, forward, noise_cov, info, *, n_layers, loose, depth, rank, device
     ):

@@ -7,6 +7,7 @@ from mne.utils import _validate_type, logger, verbose, warn
 from . import _l21
 from ._docs import fill_doc
 from ._estimator import _Estimator
+from ._screening import gap_safe_screen
 
 
 @fill_doc
@@ -181,7 +182,10 @@ class StepLISTA(_Estimator):
         Samples whose own alpha_max is <= lam have the exact solution 0; the
         others go through the network, and with ``tol`` the samples whose
         relative duality gap exceeds it are solved by
-        :func:`mne_lista.solve_lasso`, warm started at the network's output.
+        the exact solver (:meth:`_solve_exact`), its first working sets
+        ranked by the network's output and restricted to the positions that
+        the Gap Safe rule, from that output, does not prove inactive
+        (certified on the full gain).
         """
         problem, n_orient = self.problem, self.problem.n_orient
         n, n_epochs, n_times = M.shape
@@ -202,7 +206,13 @@ class StepLISTA(_Estimator):
         if len(todo):
             M_t, lam_t = Ms[:, todo], lam[todo]
             X_t = self._run_net(M_t, lam_t)
-            gap = _l21.relative_gap(G, M_t, X_t, lam_t, n_orient)
+            keep = None
+            if tol is not None and self._screen:
+                # the certificate's product G^T R also gives the Gap Safe rule
+                lip = problem.position_lipschitz(M.device, torch.float64)
+                keep, gap = gap_safe_screen(G, M_t, X_t, lam_t, n_orient, lip)
+            else:
+                gap = _l21.relative_gap(G, M_t, X_t, lam_t, n_orient)
             if tol is not None:
                 bad = torch.nonzero(~(gap <= tol)).flatten()  # NaN is bad
                 n_resolved = len(bad)
@@ -212,7 +222,19 @@ class StepLISTA(_Estimator):
                     + (", finished by the exact solver" if n_resolved else "")
                 )
                 if n_resolved:
-                    X_b = self._solve_exact(M_t[:, bad], lam_t[bad], X_t[:, bad], tol)
+                    X_b = self._solve_exact(
+                        M_t[:, bad],
+                        lam_t[bad],
+                        X_t[:, bad],
+                        tol,
+                        keep=None if keep is None else keep[:, bad],
+                    )
+                    if keep is not None:
+                        screened = 1.0 - float(keep[:, bad].double().mean())
+                        logger.info(
+                            f"    Gap Safe screening: {100 * screened:.1f}% of the "
+                            "positions proven inactive before the exact solve"
+                        )
                     X_t[:, bad] = X_b
                     gap[bad] = _l21.relative_gap(
                         G, M_t[:, bad], X_b, lam_t[bad], n_orient
@@ -232,20 +254,49 @@ class StepLISTA(_Estimator):
         X = X.reshape(-1, n_epochs, n_times)
         return self._per_epoch(problem, X, M), cert
 
-    def _solve_exact(self, M, lam, X0, tol):
-        """Certified solutions of per-sample problems (m, B, 1) from X0."""
-        from .solvers import solve_lasso
+    def _solve_exact(self, M, lam, X0, tol, *, keep=None):
+        """Certified solutions of per-sample problems (m, B, 1) from X0.
 
-        Z = solve_lasso(
-            self.problem,
-            M[:, :, 0].cpu().numpy(),
-            lam.cpu().numpy(),
+        All samples at once by the batched working-set solver
+        (:func:`mne_lista.solvers.solve_mxne`, a per-sample problem being a
+        window of one column): its first working sets are ranked by the
+        network's output ``X0``, and the positions that the Gap Safe rule
+        proved inactive, ``~keep`` (P, B), never enter them; the gaps are
+        computed on the full gain. A sample it does not certify in its
+        budget is solved by :func:`mne_lista.solve_lasso` (celer), warm
+        started at its result.
+        """
+        from ._screening import seed_priority
+        from .solvers import solve_lasso, solve_mxne
+
+        problem, n_orient = self.problem, self.problem.n_orient
+        G = problem.gain_tensor(M.device, torch.float64)
+        GtM = _l21.gain_t_times(G, M)
+        Z, rel, _ = solve_mxne(
+            G,
+            M,
+            lam,
+            n_orient,
             tol=tol,
-            Z0=X0[:, :, 0].cpu().numpy(),
-            verbose=False,
+            priority=seed_priority(GtM, X0, n_orient),
+            keep=keep,
+            lipschitz_positions=problem.position_lipschitz(M.device),
+            gain_t_M=GtM,
         )
-        Z = np.asarray(Z).reshape(self.problem.n_sources, -1)
-        return torch.as_tensor(Z, dtype=M.dtype, device=M.device)[:, :, None]
+        bad = torch.nonzero(~(rel <= tol)).flatten()
+        if len(bad):
+            logger.info(f"    {len(bad)} sample(s) finished by solve_lasso")
+            Zb = solve_lasso(
+                problem,
+                M[:, bad, 0].cpu().numpy(),
+                lam[bad].cpu().numpy(),
+                tol=tol,
+                Z0=Z[:, bad, 0].cpu().numpy(),
+                verbose=False,
+            )
+            Zb = np.asarray(Zb).reshape(problem.n_sources, -1)
+            Z[:, bad] = torch.as_tensor(Zb, dtype=Z.dtype, device=Z.device)[..., None]
+        return Z.to(M.dtype)
 
 
 def _harder_samples(problem, n, *, random_state, n_sources, snr, **kwargs):

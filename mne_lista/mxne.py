@@ -103,6 +103,10 @@ class StepMxNE(_Estimator):
             device=device,
         )
 
+    # with tol, the exact solver starts from zero: on the CPU the network in
+    # front (screening, first working set) cost more than it saved (README)
+    _screen = False
+
     @property
     def network_name(self):
         return "StepFISTAMxNENet" if self.momentum else "StepMxNENet"
@@ -320,7 +324,23 @@ class StepMxNE(_Estimator):
             cert["n_resolved"] = M_pca.shape[1]
         else:
             lam = alpha / 100.0 * a_max
-            X, rel_gap, cert["n_fallback"] = self._solve_exact(M_pca, GtM, lam, tol)
+            X0 = keep = None
+            if self._screen:
+                # the network's output proves positions inactive (Gap Safe)
+                # and seeds the exact solver's first working set
+                X0 = self._run_net(M_pca, lam)
+                from ._screening import gap_safe_screen
+
+                lip64 = problem.position_lipschitz(M.device, torch.float64)
+                keep = gap_safe_screen(G, M_pca, X0, lam, n_orient, lip64)[0]
+                frac = 1.0 - float(keep.double().mean())
+                logger.info(
+                    f"    Gap Safe screening: {100 * frac:.1f}% of the positions "
+                    "proven inactive before the exact solve"
+                )
+            X, rel_gap, cert["n_fallback"] = self._solve_exact(
+                M_pca, GtM, lam, tol, X0=X0, keep=keep
+            )
             cert["n_resolved"] = M_pca.shape[1]
         self._log_gaps(rel_gap, "window")
         if tol is not None and not np.all(rel_gap <= tol):
@@ -384,15 +404,19 @@ class StepMxNE(_Estimator):
             )
         return kw
 
-    def _solve_exact(self, M_pca, GtM, lam, tol, Z0=None):
+    def _solve_exact(self, M_pca, GtM, lam, tol, Z0=None, *, X0=None, keep=None):
         """Certified solutions of all windows: (X, rel_gap, n_fallback).
 
         :func:`mne_lista.solvers.solve_mxne` (working sets + block coordinate
-        descent, all windows at once). A window it does not certify in its
-        budget goes to MNE's ``mixed_norm_solver``, warm started on the
-        solver's strongest positions.
+        descent, all windows at once), its working sets restricted to the
+        positions ``keep`` (P, W) not proven inactive by the Gap Safe rule
+        and its first one ranked by the group norms of ``X0`` (the network's
+        output), when given. A window it does not certify in its budget goes
+        to MNE's ``mixed_norm_solver``, warm started on the solver's
+        strongest positions.
         """
         from . import solvers
+        from ._screening import seed_priority
 
         problem, n_orient = self.problem, self.problem.n_orient
         G = problem.gain_tensor(M_pca.device, torch.float64)
@@ -406,6 +430,8 @@ class StepMxNE(_Estimator):
             ws_size=_ACTIVE_SET_SIZE,
             lipschitz_positions=problem.position_lipschitz(M_pca.device),
             gain_t_M=None if Z0 is not None else GtM,
+            priority=None if X0 is None else seed_priority(GtM, X0, n_orient),
+            keep=keep,
         )
         rel = rel.cpu().numpy()
         f0 = _l21.zero_objective(M_pca)
