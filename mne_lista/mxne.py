@@ -381,14 +381,13 @@ class StepMxNE(_Estimator):
         self,
         alpha,
         tol,
-        *,
+        debias,
         time_pca,
         n_mxne_iter,
         weights,
         sure_alpha_grid,
         sure_tol,
         random_state,
-        debias,
     ):
         """Check mixed_norm's options; the solver's keyword arguments."""
         grid = _apply.check_mxne_options(
@@ -505,17 +504,8 @@ class StepMxNE(_Estimator):
         -------
         %(apply_returns)s
         """
-        kw = self._mxne_kw(
-            alpha,
-            tol,
-            time_pca=time_pca,
-            n_mxne_iter=n_mxne_iter,
-            weights=weights,
-            sure_alpha_grid=sure_alpha_grid,
-            sure_tol=sure_tol,
-            random_state=random_state,
-            debias=debias,
-        )
+        kw = self._mxne_kw(alpha, tol, debias, time_pca, n_mxne_iter, weights,
+                           sure_alpha_grid, sure_tol, random_state)  # fmt: skip
         with self._weighted(weights, weights_min):
             return self._apply(
                 evoked,
@@ -583,17 +573,8 @@ class StepMxNE(_Estimator):
         -------
         %(epochs_returns)s
         """
-        kw = self._mxne_kw(
-            alpha,
-            tol,
-            time_pca=time_pca,
-            n_mxne_iter=n_mxne_iter,
-            weights=weights,
-            sure_alpha_grid=sure_alpha_grid,
-            sure_tol=sure_tol,
-            random_state=random_state,
-            debias=debias,
-        )
+        kw = self._mxne_kw(alpha, tol, debias, time_pca, n_mxne_iter, weights,
+                           sure_alpha_grid, sure_tol, random_state)  # fmt: skip
 
         _check_option("sure_mode", sure_mode, ("epoch", "pooled"))
         pooled = alpha == "sure" and sure_mode == "pooled"

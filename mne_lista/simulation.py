@@ -212,13 +212,8 @@ def simulate_data(
         spatial extent).
     n_samples : int
         Number of samples (columns).
-    n_sources : int | (int, int)
-        Range of the number of active source positions (before extent).
-    extent : float | (float, float)
-        Range of the radius of the extended sources, in units of the median
-        distance between neighbouring source positions (a radius below 1 is
-        a point source; 1.2 adds the nearest neighbours). Requires a problem
-        built from a forward when > 0.
+    n_sources, extent : int | (int, int), float | (float, float)
+        Source ranges, see :func:`sample_sources`.
     snr : float | (float, float)
         Range of the signal-to-noise ratio in dB.
     lam_range : float | (float, float)

@@ -15,6 +15,7 @@ Two optimizers are available (see :func:`train`):
 
 import copy
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -223,25 +224,22 @@ def train(
     )
     n_total = len(stages) * n_epochs
     with ProgressBar(n_total, mesg="Training") as pbar:
-        _train_stages(
-            net,
-            X,
-            lam,
-            X_val,
-            lam_val,
-            stages,
-            method,
-            n_epochs,
-            batch_size,
-            lr,
-            patience,
-            all_layers,
-            gen,
-            history,
-            max_time,
-            t0,
-            pbar,
+        run = SimpleNamespace(
+            X=X,
+            lam=lam,
+            X_val=X_val,
+            lam_val=lam_val,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            all_layers=all_layers,
+            gen=gen,
+            history=history,
+            deadline=None if max_time is None else t0 + max_time,
+            pbar=pbar,
         )
+        _train_stages(net, run, stages, method)
     history["best_val_loss"], n_div = _evaluate_and_count(net, X_val, lam_val)
     history["n_diverged"] = dict(val=n_div)
     history["n_evals"] = len(history["val_loss"])
@@ -269,59 +267,25 @@ def train(
     return history
 
 
-def _train_stages(
-    net,
-    X,
-    lam,
-    X_val,
-    lam_val,
-    stages,
-    method,
-    n_epochs,
-    batch_size,
-    lr,
-    patience,
-    all_layers,
-    gen,
-    history,
-    max_time,
-    t0,
-    pbar,
-):
+def _train_stages(net, run, stages, method):
+    """Train stage by stage (``run``: data, options and state of the training)."""
     done = 0
     prev = 0
     for n_layers in stages:
         if prev and hasattr(net, "log_steps") and net.log_steps.ndim == 1:
             with torch.no_grad():  # warm start the new layers
                 net.log_steps[prev:n_layers] = 0.0  # ISTA
-                val_ista = evaluate(net, X_val, lam_val, n_layers)
+                val_ista = evaluate(net, run.X_val, run.lam_val, n_layers)
                 net.log_steps[prev:n_layers] = net.log_steps[prev - 1]
-                if not evaluate(net, X_val, lam_val, n_layers) <= val_ista:
+                if not evaluate(net, run.X_val, run.lam_val, n_layers) <= val_ista:
                     # the last step repeated diverges (steps beyond 2 / L
                     # suit few layers): the new layers start as ISTA
                     net.log_steps[prev:n_layers] = 0.0
         prev = n_layers
         fit = _fit_adam if method == "adam" else _fit_gd
-        out_of_time = fit(
-            net,
-            X,
-            lam,
-            X_val,
-            lam_val,
-            n_layers=n_layers,
-            n_epochs=n_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            patience=patience,
-            all_layers=all_layers,
-            gen=gen,
-            history=history,
-            deadline=None if max_time is None else t0 + max_time,
-            pbar=pbar,
-            done=done,
-        )
-        done += n_epochs
-        pbar.update(done)
+        out_of_time = fit(net, run, n_layers, done)
+        done += run.n_epochs
+        run.pbar.update(done)
         if out_of_time:
             logger.info("    Training time budget reached")
             break
@@ -364,25 +328,16 @@ class _DivergenceGuard:
         self.n_restored += 1
 
 
-def _fit_adam(
-    net,
-    X,
-    lam,
-    X_val,
-    lam_val,
-    *,
-    n_layers,
-    n_epochs,
-    batch_size,
-    lr,
-    patience,
-    all_layers,
-    gen,
-    history,
-    deadline,
-    pbar,
-    done,
-):
+def _fit_adam(net, run, n_layers, done):
+    X, lam, X_val, lam_val = run.X, run.lam, run.X_val, run.lam_val
+    n_epochs, batch_size, lr, patience = (
+        run.n_epochs,
+        run.batch_size,
+        run.lr,
+        run.patience,
+    )
+    all_layers, gen, history = run.all_layers, run.gen, run.history
+    deadline, pbar = run.deadline, run.pbar
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -423,26 +378,17 @@ def _fit_adam(
     return mon.out_of_time(deadline)
 
 
-def _fit_gd(
-    net,
-    X,
-    lam,
-    X_val,
-    lam_val,
-    *,
-    n_layers,
-    n_epochs,
-    batch_size,
-    lr,
-    patience,
-    all_layers,
-    gen,
-    history,
-    deadline,
-    pbar,
-    done,
-):
+def _fit_gd(net, run, n_layers, done):
     """Full-batch GD with the adaptive step of the Step-LISTA paper's code."""
+    X, lam, X_val, lam_val = run.X, run.lam, run.X_val, run.lam_val
+    n_epochs, batch_size, lr, patience = (
+        run.n_epochs,
+        run.batch_size,
+        run.lr,
+        run.patience,
+    )
+    all_layers, history = run.all_layers, run.history
+    deadline, pbar = run.deadline, run.pbar
     params = [p for p in net.parameters() if p.requires_grad]
     lr = 1.0
 
