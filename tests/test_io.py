@@ -1,6 +1,7 @@
 """Saving and reading Step-LISTA models: round trip and every bad file."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,34 @@ def test_fingerprint_is_robust():
     changed[:, 17] *= 1.05  # one source's gain 5 % off
     assert not _fingerprint_matches(gain_fingerprint(changed), fp)
     assert not _fingerprint_matches(gain_fingerprint(G[::-1]), fp)  # channel order
+
+
+def test_session6_files_still_read(evoked, evoked_cov, fwd_surf):
+    """Model files written by the code before the redesign (session 6: the
+    BacktrackStepLISTANet and StepFISTAMxNENet classes) read into the
+    composed network and give the same outputs (float32)."""
+    from mne_lista import read_step_lista, read_step_mxne
+
+    data = Path(__file__).parent / "data"
+    ref = np.load(data / "session6_outputs.npz")
+    model = read_step_lista(
+        data / "session6_adaptive.npz", fwd_surf, evoked_cov[1], evoked.info
+    )
+    assert model.network_name == "BacktrackStepLISTANet"
+    assert model.lam_range == (0.1, 0.8)
+    X = read_subset_whitened(model, evoked)
+    out = model.solve(X[:, 60:64], 1.0)
+    assert_allclose(out, ref["adaptive"], rtol=0, atol=1e-5 * np.abs(out).max())
+    mxne = read_step_mxne(
+        data / "session6_mxne_momentum.npz", fwd_surf, evoked_cov[1], evoked.info
+    )
+    assert mxne.network_name == "StepFISTAMxNENet" and mxne.net.has_momentum
+    out = mxne.solve(X[:, None, 60:70], 1.0)
+    assert_allclose(out, ref["momentum"], rtol=0, atol=1e-5 * np.abs(out).max())
+
+
+def read_subset_whitened(model, evoked):
+    """The whitened data of the full 'Right Auditory' response."""
+    from mne_lista.datasets import read_subset
+
+    return model.problem.whiten(read_subset("Right Auditory", verbose=False)[0])
