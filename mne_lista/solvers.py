@@ -117,7 +117,7 @@ def solve_lasso(
     ``min_z 1/2 ||x - G z||^2 + lam sum_g ||z_g||_2`` with ``G =
     problem.gain`` and groups of ``problem.n_orient`` rows (plain Lasso for
     ``n_orient == 1``). On return, every column's duality gap, computed in
-    float64 by :func:`mne_lista._lasso.duality_gap` (dual point: the
+    float64 by :func:`mne_lista._l21.duality_gap` (dual point: the
     residual rescaled into the dual feasible set), is at most
     ``tol * 1/2 ||x||^2``; a warning names the columns for which this could
     not be reached.
