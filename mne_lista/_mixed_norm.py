@@ -132,9 +132,7 @@ def mixed_norm(
     """
     from .mxne import StepMxNE
 
-    _validate_type(alpha, ("numeric", str), "alpha")
     alpha = _apply.check_alpha(alpha, allow_sure=True)
-    _validate_type(n_mxne_iter, "int", "n_mxne_iter")
     _apply.check_mxne_options(alpha, tol, n_mxne_iter, None, sure_alpha_grid)
     _validate_type(dgap_freq, "numeric", "dgap_freq")
     if dgap_freq <= 0.0:

@@ -191,7 +191,8 @@ class StepLISTA(_Estimator):
         n, n_epochs, n_times = M.shape
         G = problem.gain_tensor(M.device, torch.float64)
         Ms = M.reshape(n, n_epochs * n_times, 1)  # sample (e, t) -> e * T + t
-        a_sample = _l21.alpha_max(G, Ms, n_orient)
+        GtM = _l21.gain_t_times(G, Ms)  # once: alpha_max, and the exact finish
+        a_sample = _l21.dual_norm(GtM, n_orient)
         a_max = a_sample.reshape(n_epochs, n_times).amax(1)
         lam = (alpha / 100.0 * a_max).repeat_interleave(n_times)
         logger.info(
@@ -228,6 +229,7 @@ class StepLISTA(_Estimator):
                         X_t[:, bad],
                         tol,
                         keep=None if keep is None else keep[:, bad],
+                        gain_t_M=GtM[:, todo[bad]],
                     )
                     if keep is not None:
                         screened = 1.0 - float(keep[:, bad].double().mean())
@@ -254,7 +256,7 @@ class StepLISTA(_Estimator):
         X = X.reshape(-1, n_epochs, n_times)
         return self._per_epoch(problem, X, M), cert
 
-    def _solve_exact(self, M, lam, X0, tol, *, keep=None):
+    def _solve_exact(self, M, lam, X0, tol, *, keep=None, gain_t_M=None):
         """Certified solutions of per-sample problems (m, B, 1) from X0.
 
         All samples at once by the batched working-set solver
@@ -264,14 +266,14 @@ class StepLISTA(_Estimator):
         proved inactive, ``~keep`` (P, B), never enter them; the gaps are
         computed on the full gain. A sample it does not certify in its
         budget is solved by :func:`mne_lista.solve_lasso` (celer), warm
-        started at its result.
+        started at its result. ``gain_t_M``: ``G^T M`` when already known.
         """
         from ._screening import seed_priority
         from .solvers import solve_lasso, solve_mxne
 
         problem, n_orient = self.problem, self.problem.n_orient
         G = problem.gain_tensor(M.device, torch.float64)
-        GtM = _l21.gain_t_times(G, M)
+        GtM = _l21.gain_t_times(G, M) if gain_t_M is None else gain_t_M
         Z, rel, _ = solve_mxne(
             G,
             M,

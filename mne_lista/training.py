@@ -329,31 +329,23 @@ class _DivergenceGuard:
 
 
 def _fit_adam(net, run, n_layers, done):
-    X, lam, X_val, lam_val = run.X, run.lam, run.X_val, run.lam_val
-    n_epochs, batch_size, lr, patience = (
-        run.n_epochs,
-        run.batch_size,
-        run.lr,
-        run.patience,
-    )
-    all_layers, gen, history = run.all_layers, run.gen, run.history
-    deadline, pbar = run.deadline, run.pbar
+    X, lam = run.X, run.lam
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=run.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, factor=0.5, patience=max(patience // 2, 1)
+        opt, factor=0.5, patience=max(run.patience // 2, 1)
     )
     n = X.shape[1]
-    mon = _StageMonitor(net, X_val, lam_val, n_layers, patience, history, pbar, done)
+    mon = _StageMonitor(net, run, n_layers, done)
     guard = _DivergenceGuard(net, opt)
-    for epoch in range(n_epochs):
-        perm = torch.randperm(n, generator=gen).to(X.device)
+    for epoch in range(run.n_epochs):
+        perm = torch.randperm(n, generator=run.gen).to(X.device)
         tot = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
+        for start in range(0, n, run.batch_size):
+            idx = perm[start : start + run.batch_size]
             opt.zero_grad()
             loss = normalized_objective(
-                net, X[:, idx], lam[idx], n_layers, all_layers=all_layers
+                net, X[:, idx], lam[idx], n_layers, all_layers=run.all_layers
             ).mean()
             if guard.diverged(float(loss.detach())):
                 continue  # parameters restored, learning rate halved
@@ -371,24 +363,16 @@ def _fit_adam(net, run, n_layers, done):
         else:
             sched.step(val)
             mon.update(val)
-        if mon.bad >= patience or mon.out_of_time(deadline):
+        if mon.done_training():
             break
     mon.restore_best()
-    history["n_restored"] += guard.n_restored
-    return mon.out_of_time(deadline)
+    run.history["n_restored"] += guard.n_restored
+    return mon.out_of_time()
 
 
 def _fit_gd(net, run, n_layers, done):
     """Full-batch GD with the adaptive step of the Step-LISTA paper's code."""
-    X, lam, X_val, lam_val = run.X, run.lam, run.X_val, run.lam_val
-    n_epochs, batch_size, lr, patience = (
-        run.n_epochs,
-        run.batch_size,
-        run.lr,
-        run.patience,
-    )
-    all_layers, history = run.all_layers, run.history
-    deadline, pbar = run.deadline, run.pbar
+    X, lam, batch_size = run.X, run.lam, run.batch_size
     params = [p for p in net.parameters() if p.requires_grad]
     lr = 1.0
 
@@ -399,7 +383,7 @@ def _fit_gd(net, run, n_layers, done):
             sl = slice(start, start + max(batch_size, 1024))
             loss = (
                 normalized_objective(
-                    net, X[:, sl], lam[sl], n_layers, all_layers=all_layers
+                    net, X[:, sl], lam[sl], n_layers, all_layers=run.all_layers
                 ).sum()
                 / n
             )
@@ -410,8 +394,8 @@ def _fit_gd(net, run, n_layers, done):
     for p in params:
         p.grad = None
     loss = full_loss()
-    mon = _StageMonitor(net, X_val, lam_val, n_layers, patience, history, pbar, done)
-    for it in range(n_epochs):
+    mon = _StageMonitor(net, run, n_layers, done)
+    for it in range(run.n_epochs):
         saved = [p.detach().clone() for p in params]
         grads = [p.grad.detach().clone() for p in params]
         while lr > 1e-20:
@@ -432,30 +416,29 @@ def _fit_gd(net, run, n_layers, done):
             break
         loss = new_loss
         mon.update(mon.end_epoch(it, loss))
-        if mon.bad >= patience or mon.out_of_time(deadline):
+        if mon.done_training():
             break
     mon.restore_best()
-    return mon.out_of_time(deadline)
+    return mon.out_of_time()
 
 
 class _StageMonitor:
     """Validation, history, best steps and early stopping of a training stage."""
 
-    def __init__(self, net, X_val, lam_val, n_layers, patience, history, pbar, done):
-        self.net, self.X_val, self.lam_val = net, X_val, lam_val
-        self.n_layers, self.patience = n_layers, patience
-        self.history, self.pbar, self.done = history, pbar, done
-        self.best = evaluate(net, X_val, lam_val, n_layers)
+    def __init__(self, net, run, n_layers, done):
+        self.net, self.run, self.n_layers, self.done = net, run, n_layers, done
+        self.best = evaluate(net, run.X_val, run.lam_val, n_layers)
         self.best_state = copy.deepcopy(net.state_dict())
         self.bad = 0  # epochs without improvement
 
     def end_epoch(self, epoch, train_loss):
         """Validate, record the epoch in the history; return the val. loss."""
-        val = evaluate(self.net, self.X_val, self.lam_val, self.n_layers)
-        self.history["train_loss"].append(train_loss)
-        self.history["val_loss"].append(val)
-        self.history["stage"].append(self.n_layers)
-        self.pbar.update(self.done + epoch + 1)
+        val = evaluate(self.net, self.run.X_val, self.run.lam_val, self.n_layers)
+        history = self.run.history
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val)
+        history["stage"].append(self.n_layers)
+        self.run.pbar.update(self.done + epoch + 1)
         return val
 
     def update(self, val):
@@ -469,9 +452,13 @@ class _StageMonitor:
     def restore_best(self):
         self.net.load_state_dict(self.best_state)
 
-    @staticmethod
-    def out_of_time(deadline):
+    def out_of_time(self):
+        deadline = self.run.deadline
         return deadline is not None and time.time() > deadline
+
+    def done_training(self):
+        """Early stopping: too many epochs without improvement, or no time."""
+        return self.bad >= self.run.patience or self.out_of_time()
 
 
 # training budget of the defaults, in floating point operations (one to two
