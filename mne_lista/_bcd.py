@@ -175,6 +175,7 @@ def solve_mxne(
     lipschitz_positions=None,
     gain_t_M=None,
     keep=None,
+    gram=None,
 ):
     """Exact L21 (MxNE) solutions of a batch of windows, certified by their gaps.
 
@@ -229,6 +230,11 @@ def solve_mxne(
         computed on the full gain, so a wrong mask can only leave a window
         uncertified (or solved again on the full gain), never certify a
         wrong solution.
+    gram : Tensor, shape (m, m) | None
+        The Gram ``D^T D`` when known (:func:`full_gram`): the working sets'
+        Grams are then read from it instead of computed, which pays off
+        when one Gram serves many windows and solves (SURE's grid over
+        epochs).
 
     Returns
     -------
@@ -265,6 +271,7 @@ def solve_mxne(
             ws_size=ws_size,
             max_rounds=max_rounds,
             max_passes=max_passes,
+            gram=gram,
         )
     Z = init_sources(D, M, Z0)
     if alive is not None:
@@ -316,6 +323,7 @@ def solve_mxne(
                 ws_size,
                 lip_pos,
                 max_passes,
+                gram,
             )
     return Z, rel_gap, n_rounds
 
@@ -339,6 +347,8 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
             sub[key] = sub[key][rows]
     lip = kwargs["lipschitz_positions"]
     sub["lipschitz_positions"] = None if lip is None else lip[pos]
+    if kwargs["gram"] is not None:
+        sub["gram"] = kwargs["gram"][cols][:, cols]
     Z_s, _, n_rounds = solve_mxne(D[:, cols], M, lam, n_orient, keep=alive[pos], **sub)
     Z = M.new_zeros((D.shape[1], *M.shape[1:]))
     Z[cols] = Z_s
@@ -356,7 +366,9 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
     return Z, rel_gap, n_rounds
 
 
-def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip, n_it):
+def _solve_working_sets(
+    D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip, n_it, gram=None
+):
     """One round of :func:`solve_mxne`: build working sets, solve, scatter back."""
     m, n_win, n_comp = Z.shape
     n_pos = m // n_orient
@@ -372,8 +384,12 @@ def _solve_working_sets(D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip,
     cols = top[:, :, None] * n_orient + torch.arange(n_orient, device=Z.device)
     cols = cols.reshape(n_win, k * n_orient)
     vrows = valid.repeat_interleave(n_orient, 1)  # (W, k * o)
-    G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
-    H = G_A.mT @ G_A
+    if gram is None:
+        G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
+        H = G_A.mT @ G_A
+    else:
+        H = gram[cols[:, :, None], cols[:, None, :]]
+        H *= vrows[:, :, None] & vrows[:, None, :]
     gather = cols[:, :, None].expand(-1, -1, n_comp)
     b = torch.gather(GtM.permute(1, 0, 2), 1, gather) * vrows[..., None]
     Z_A = torch.gather(Z.permute(1, 0, 2), 1, gather) * vrows[..., None]
@@ -393,6 +409,27 @@ def _keep_strongest(Z, n_orient, n_keep):
     keep = torch.zeros_like(sq, dtype=torch.bool).scatter_(0, top, True)
     keep = keep.repeat_interleave(n_orient, 0)[..., None]  # (m, W, 1)
     return Z * keep
+
+
+# the working sets' Grams are read from the full Gram D^T D (:func:`full_gram`)
+# when the batch asks at least this many window solves per gain column (a
+# working set's Gram costs n k^2, the full one n m^2: with working sets of
+# ~100-500 rows, the full Gram is cheaper from about m / 8 window solves),
+# for gains of at most this many columns (the full Gram held in memory)
+_GRAM_SOLVES_PER_COLUMN = 1.0 / 8.0
+_GRAM_MAX_COLUMNS = 4096
+
+
+def full_gram(D, n_window_solves):
+    """``D^T D`` when reading the working sets' Grams from it pays off, else None.
+
+    ``n_window_solves`` is the number of windows times the number of solves
+    that will share it (e.g. SURE's grid of alphas over a batch of epochs).
+    """
+    m = D.shape[1]
+    if m > _GRAM_MAX_COLUMNS or n_window_solves < _GRAM_SOLVES_PER_COLUMN * m:
+        return None
+    return D.T @ D
 
 
 def position_lipschitz(D, n_orient):

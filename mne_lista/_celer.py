@@ -185,8 +185,19 @@ def _solve_columns_1(G, n_orient, X, lam, Z0, tol, norms):
             else:
                 tol_b /= 100.0
             z = best
+        if best_gap > tol:  # celer stalled (seen just above 1e-8): BCD
+            cand = _solve_bcd(D, xt, lam_t, n_orient, tol, best)
+            best, best_gap = gap_pick([cand], best, best_gap)
         Z[:, b] = best
     return Z
+
+
+def _solve_bcd(D, xt, lam_t, n_orient, tol, z):
+    """One column by the working-set BCD of :func:`mne_lista.solvers.solve_mxne`."""
+    from ._bcd import solve_mxne
+
+    Z0 = torch.from_numpy(np.array(z)[:, None, None])
+    return solve_mxne(D, xt, lam_t, n_orient, tol=tol, Z0=Z0)[0][:, 0, 0].numpy()
 
 
 def _polish(G, x, z, lam, n_orient, n_newton=30):

@@ -44,37 +44,66 @@ def obj_gap(H, b, Z, lam, n_orient, m2):
 
 
 @numba.njit(cache=True)
+def _nonzero_block(Z, j, n_orient):
+    """Whether block ``j`` (rows ``j * n_orient ...``) of Z has a non-zero."""
+    for r in range(j * n_orient, (j + 1) * n_orient):
+        for c in range(Z.shape[1]):
+            if Z[r, c] != 0.0:
+                return True
+    return False
+
+
+@numba.njit(cache=True)
+def _active_blocks(Z, n_orient, act, listed):
+    """Fill ``act`` with the non-zero blocks of Z (``listed`` flags them)."""
+    n_act = 0
+    for j in range(Z.shape[0] // n_orient):
+        listed[j] = _nonzero_block(Z, j, n_orient)
+        if listed[j]:
+            act[n_act] = j
+            n_act += 1
+    return n_act
+
+
+# reassociation lets the inner loops over the K columns vectorize; no
+# assumption on NaN / inf (the Anderson step checks finiteness)
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
 def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n_aa):
     """BCD on ``1/2 z'Hz - b'z + lam L21(z)`` of one window, Z in place.
 
+    The gradient of a block, ``(H Z - b)`` on its rows, only involves the
+    blocks of Z that are non-zero: they are kept in a list (a block joins
+    it when it becomes non-zero, the list is compacted after each pass), so
+    that a pass costs ``k x (active rows) x K`` instead of ``k^2 K``.
     Returns the number of passes.
     """
     k, K = b.shape
+    n_blocks = k // n_orient
     iterates = np.empty((n_aa + 1, k, K))
     n_it = 0
     U = np.empty((n_orient, K))
-    nz_end = 0  # rows from nz_end on have always been zero
-    for q in range(k):
-        for c in range(K):
-            if Z[q, c] != 0.0:
-                nz_end = q + 1
+    act = np.empty(n_blocks, np.int64)
+    listed = np.zeros(n_blocks, np.bool_)
+    n_act = _active_blocks(Z, n_orient, act, listed)
     it = 0
     for it in range(max_passes):
-        for j in range(k // n_orient):
+        for j in range(n_blocks):
             lip = lips[j]
             if lip <= 0.0:  # padding
                 continue
             r0 = j * n_orient
+            U[:] = 0.0
+            for a in range(n_act):  # U = (H Z)[block j], over the active rows
+                q0 = act[a] * n_orient
+                for q in range(q0, q0 + n_orient):
+                    for r in range(n_orient):
+                        h = H[r0 + r, q]
+                        for c in range(K):
+                            U[r, c] += h * Z[q, c]
             norm = 0.0
             for r in range(n_orient):
-                # the gradient row (H Z - b)[r0 + r] over the rows that were
-                # ever non-zero (the support comes first in a working set)
-                if nz_end > 0:
-                    grad = np.dot(H[r0 + r, :nz_end], Z[:nz_end])
-                else:
-                    grad = np.zeros(K)
                 for c in range(K):
-                    u = Z[r0 + r, c] - (grad[c] - b[r0 + r, c]) / lip
+                    u = Z[r0 + r, c] - (U[r, c] - b[r0 + r, c]) / lip
                     U[r, c] = u
                     norm += u * u
             norm = np.sqrt(norm)
@@ -82,8 +111,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             for r in range(n_orient):
                 for c in range(K):
                     Z[r0 + r, c] = U[r, c] * shrink
-            if shrink > 0.0 and r0 + n_orient > nz_end:
-                nz_end = r0 + n_orient
+            if shrink > 0.0 and not listed[j]:
+                listed[j] = True
+                act[n_act] = j
+                n_act += 1
+        n_act = _active_blocks(Z, n_orient, act, listed)
         iterates[n_it] = Z
         n_it += 1
         if n_it == n_aa + 1:  # Anderson extrapolation
@@ -103,6 +135,7 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             f_aa = obj_gap(H, b, Z_aa, lam, n_orient, m2)[0]
             if np.isfinite(f_aa) and f_aa < obj_gap(H, b, Z, lam, n_orient, m2)[0]:
                 Z[:] = Z_aa
+                n_act = _active_blocks(Z, n_orient, act, listed)
         if (it + 1) % check_every == 0 or it == max_passes - 1:
             if obj_gap(H, b, Z, lam, n_orient, m2)[1] <= tol:
                 break

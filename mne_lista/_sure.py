@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from mne.utils import logger
 
-from ._bcd import solve_irmxne, solve_mxne
+from ._bcd import full_gram, solve_irmxne, solve_mxne
 from ._debias import debias as _debias
 from ._l21 import gain_times, group_sq_norms, sq_norms
 
@@ -105,6 +105,7 @@ def sure_path(
     sure = np.full((n_win, len(alpha_grid)), np.nan)
     X_best = torch.zeros((G.shape[1], n_win, n_comp), dtype=M.dtype, device=M.device)
     gap_best = np.full(n_win, np.nan)
+    gram = full_gram(G, 2 * n_win * len(alpha_grid))
     Z = None
     for j in np.argsort(-alpha_grid, kind="stable"):  # largest alpha first
         lam = alpha_grid[j] / 100.0 * a_max
@@ -117,6 +118,7 @@ def sure_path(
             Z0=Z,
             ws_size=ws_size,
             lipschitz_positions=lipschitz_positions,
+            gram=gram,
         )
         Zj = Z
         if n_mxne_iter > 1:
