@@ -80,12 +80,23 @@ def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes, rows=None):
     that are not padding (the working sets put their positions first); the
     compiled kernel then works on that block of the Gram only, so that a
     window's cost does not grow with the largest working set of the batch.
+    ``H`` is the Grams (W, k, k), or ``(gram, cols, valid)``: the full Gram,
+    the columns (W, k) of each working set and which are not padding, each
+    window's block then read from it in turn (its ``rows x rows`` block).
     """
     kernel = numba_kernel("bcd_window", Z.device.type)
     if kernel is None:
+        if isinstance(H, tuple):
+            H = _gather_gram(*H)
         return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
-    H, b, lam, lips, m2, tol = (
-        np.ascontiguousarray(v.double().numpy()) for v in (H, b, lam, lips, m2, tol)
+    gram = cols = None
+    if isinstance(H, tuple):  # the valid rows lead: ``rows`` of each window
+        gram, cols = H[0].double().numpy(), H[1].cpu().numpy()
+        rows = H[2].sum(1) if rows is None else rows
+    else:
+        H = np.ascontiguousarray(H.double().numpy())
+    b, lam, lips, m2, tol = (
+        np.ascontiguousarray(v.double().numpy()) for v in (b, lam, lips, m2, tol)
     )
     out = np.ascontiguousarray(Z.double().numpy()).copy()
     k = out.shape[1]
@@ -94,9 +105,14 @@ def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes, rows=None):
         r = int(rows[w])
         if r == 0:
             continue
+        if gram is not None:
+            c = cols[w, :r]
+            Hw = gram[c[:, None], c[None, :]]
+        else:
+            Hw = np.ascontiguousarray(H[w, :r, :r]) if r < k else H[w]
         Zw = out[w, :r]  # a contiguous view: written in place
         kernel(
-            np.ascontiguousarray(H[w, :r, :r]) if r < k else H[w],
+            Hw,
             b[w, :r],
             Zw,
             lam[w],
@@ -109,6 +125,13 @@ def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes, rows=None):
             _N_ANDERSON,
         )
     return torch.from_numpy(out).to(Z.dtype)
+
+
+def _gather_gram(gram, cols, valid):
+    """The working sets' Grams (W, k, k) from the full Gram (padding: 0)."""
+    return gram[cols[:, :, None], cols[:, None, :]] * (
+        valid[:, :, None] & valid[:, None, :]
+    )
 
 
 def _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes):
@@ -288,7 +311,9 @@ def solve_mxne(
     n_rounds = 0
     for n_rounds in range(max_rounds + 1):
         Z_t = Z[:, todo]
-        GZ = gain_times(D, Z_t)
+        sq_Z = group_sq_norms(Z_t, n_orient)  # (P, W): support and penalty
+        rows = (sq_Z > 0).any(1).repeat_interleave(n_orient)
+        GZ = gain_times(D, Z_t, rows=rows)
         R = M[:, todo] - GZ
         # certificate and scores of every position: one product with the gain
         # (none at a zero start when G^T M is known)
@@ -299,12 +324,16 @@ def solve_mxne(
             if n_rounds == 0 and Z0 is None:
                 GtM = GtR
         norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, W)
-        gap = gap_from_residual(R, GZ, Z_t, lam[todo], norms.amax(0), n_orient)[0]
+        pen = torch.sqrt(sq_Z).sum(0)
+        gap = gap_from_residual(
+            R, GZ, Z_t, lam[todo], norms.amax(0), n_orient, pen=pen
+        )[0]
         rel_gap[todo] = gap / f0[todo].clamp_min(tiny)
         keep = ~(rel_gap[todo] <= tol)
         if not bool(keep.any()) or n_rounds == max_rounds:
             break
         todo, norms, Z_t, gap = todo[keep], norms[:, keep], Z_t[:, keep], gap[keep]
+        support = sq_Z[:, keep] > 0
         if GtM is None:
             GtM = gain_t_times(D, M)
         scores = norms if (priority is None or n_rounds) else priority[:, todo]
@@ -315,6 +344,7 @@ def solve_mxne(
                 D,
                 GtM[:, todo],
                 Z_t,
+                support,
                 lam[todo],
                 n_orient,
                 scores,
@@ -367,12 +397,14 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
 
 
 def _solve_working_sets(
-    D, GtM, Z, lam, n_orient, scores, m2, tol, ws_size, lip, n_it, gram=None
+    D, GtM, Z, support, lam, n_orient, scores, m2, tol, ws_size, lip, n_it, gram=None
 ):
-    """One round of :func:`solve_mxne`: build working sets, solve, scatter back."""
+    """One round of :func:`solve_mxne`: build working sets, solve, scatter back.
+
+    ``support`` (P, W): the active positions of ``Z``.
+    """
     m, n_win, n_comp = Z.shape
     n_pos = m // n_orient
-    support = group_sq_norms(Z, n_orient) > 0  # (P, W)
     size = (2 * support.sum(0)).clamp(min=ws_size, max=n_pos)
     # no larger than the candidates (support + positions not screened out)
     n_cand = (support | (scores > float("-inf"))).sum(0)
@@ -387,17 +419,16 @@ def _solve_working_sets(
     if gram is None:
         G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
         H = G_A.mT @ G_A
-    else:
-        H = gram[cols[:, :, None], cols[:, None, :]]
-        H *= vrows[:, :, None] & vrows[:, None, :]
+    else:  # each window's block is read from the full Gram
+        H = (gram, cols, vrows)
     gather = cols[:, :, None].expand(-1, -1, n_comp)
     b = torch.gather(GtM.permute(1, 0, 2), 1, gather) * vrows[..., None]
     Z_A = torch.gather(Z.permute(1, 0, 2), 1, gather) * vrows[..., None]
     lips = torch.where(valid, lip[top], torch.ones_like(lip[top]))
     Z_A = _bcd(H, b, Z_A, lam, n_orient, lips, m2, tol, n_it, rows=size * n_orient)
-    out = Z.new_zeros((n_win, m, n_comp))
-    out.scatter_(1, gather, Z_A * vrows[..., None])
-    return out.permute(1, 0, 2)
+    out = Z.new_zeros((m, n_win, n_comp))
+    out.scatter_(0, gather.permute(1, 0, 2), (Z_A * vrows[..., None]).permute(1, 0, 2))
+    return out
 
 
 def _keep_strongest(Z, n_orient, n_keep):

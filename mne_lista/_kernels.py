@@ -74,7 +74,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     The gradient of a block, ``(H Z - b)`` on its rows, only involves the
     blocks of Z that are non-zero: they are kept in a list (a block joins
     it when it becomes non-zero, the list is compacted after each pass), so
-    that a pass costs ``k x (active rows) x K`` instead of ``k^2 K``.
+    that a pass costs ``k x (active rows) x K`` instead of ``k^2 K``. Only
+    every ``check_every``-th pass (and the first and last) visits all the
+    blocks, the one before each duality gap check; the passes in between
+    visit the active blocks only (the working set is typically twice the
+    support), as the inner working sets of celer and skglm.
     Returns the number of passes.
     """
     k, K = b.shape
@@ -87,7 +91,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     n_act = _active_blocks(Z, n_orient, act, listed)
     it = 0
     for it in range(max_passes):
-        for j in range(n_blocks):
+        # a full pass visits every block (new ones may enter the support);
+        # the others, only the active ones (a BCD on the current support)
+        full = it == 0 or (it + 1) % check_every == 0 or it == max_passes - 1
+        for v in range(n_blocks if full else n_act):
+            j = v if full else act[v]
             lip = lips[j]
             if lip <= 0.0:  # padding
                 continue

@@ -153,16 +153,17 @@ def active_rows(X):
     return flat(X).ne(0).any(1)
 
 
-def gain_times(G, X, *, sparse_frac=0.25):
+def gain_times(G, X, *, sparse_frac=0.25, rows=None):
     """``G @ X`` for every window, shape (n, W, K).
 
     When less than ``sparse_frac`` of the rows of ``X`` are non-zero (sparse
     iterates), only the matching columns of ``G`` are used; ``sparse_frac=0``
-    always takes the dense product (no check).
+    always takes the dense product (no check). ``rows`` (bool, (m,)): the
+    rows of ``X`` that may be non-zero, when known (saves a pass over X).
     """
     Xf = flat(X)
     if sparse_frac > 0:
-        act = active_rows(X)
+        act = active_rows(X) if rows is None else rows
         n_act = int(act.sum())
         if n_act < sparse_frac * Xf.shape[0]:
             idx = torch.nonzero(act)[:, 0]
@@ -223,11 +224,12 @@ def duality_gap(G, M, X, lam, n_orient):
     return gap_from_residual(R, GX, X, lam, dnorm, n_orient)
 
 
-def gap_from_residual(R, GX, X, lam, dnorm, n_orient):
+def gap_from_residual(R, GX, X, lam, dnorm, n_orient, *, pen=None):
     """(gap, p_obj, d_obj) from ``R = M - G X``, ``GX = G X`` and the dual
-    norm ``||G^T R||_{2,inf}`` of each window (see :func:`duality_gap`)."""
+    norm ``||G^T R||_{2,inf}`` of each window (see :func:`duality_gap`);
+    ``pen``: the L21 norm of each window of ``X`` when known."""
     nR2 = sq_norms(R)
-    p_obj = 0.5 * nR2 + lam * penalty(X, n_orient)
+    p_obj = 0.5 * nR2 + lam * (penalty(X, n_orient) if pen is None else pen)
     tiny = torch.finfo(R.dtype).tiny
     scale = 1.0 / torch.clamp(dnorm / lam.clamp_min(tiny), min=1.0)
     # 1/2||M||^2 - 1/2||M - s R||^2 with M = R + GX, as in MNE's dgap_l21
