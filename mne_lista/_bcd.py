@@ -431,6 +431,22 @@ def _solve_working_sets(
     return out
 
 
+def _position_rows(pos, arange_o):
+    """Rows (w, k * o) of the positions ``pos`` (w, k), ``o = len(arange_o)``."""
+    return (pos[:, :, None] * len(arange_o) + arange_o).reshape(pos.shape[0], -1)
+
+
+def _rows_of(Z, idx, rows):
+    """The rows ``rows`` (w, r) of the windows ``idx`` of Z: (w, r, K)."""
+    return Z[rows, idx[:, None].expand_as(rows)]
+
+
+def _write_rows(Z, idx, rows, X):
+    """Windows ``idx`` of Z (in place): zero, but their rows ``rows`` = X."""
+    Z.index_fill_(1, idx, 0.0)
+    Z[rows, idx[:, None].expand_as(rows)] = X
+
+
 def _keep_strongest(Z, n_orient, n_keep):
     """Zero all but the ``n_keep`` strongest positions of each window of Z."""
     sq = group_sq_norms(Z, n_orient)  # (P, W)
@@ -573,29 +589,36 @@ def solve_irmxne(
         rel_gap[0] = relative_gap(D, M, Z, lam, n_orient).cpu()
     x_tol = tol * f0 / scale.clamp_min(tiny) if x_tol is None else x_tol
     n_rounds = torch.ones(n_win, dtype=torch.long)
-    done = ~(group_sq_norms(Z, n_orient) > 0).any(0)
+    arange_o = torch.arange(n_orient, device=M.device)
+    K = M.shape[2]
+    # the weighted rounds only involve each window's support: its positions
+    # pos (w, k), their squared norms sq (w, k; 0 = padding) and their rows
+    # X (w, k * o, K), written back into Z when the window stops
+    sq_full = group_sq_norms(Z, n_orient)  # (P, W)
+    idx = torch.nonzero((sq_full > 0).any(0)).flatten()
+    sq_full = sq_full[:, idx]
+    n_keep = int((sq_full > 0).sum(0).max()) if len(idx) else 0
+    first = torch.topk(sq_full.masked_fill(sq_full <= 0, -1.0), n_keep, dim=0)
+    pos, sq = first.indices.T, first.values.T.clamp_min(0.0)
+    X = _rows_of(Z, idx, _position_rows(pos, arange_o))
     for k in range(1, n_iter):
-        idx = torch.nonzero(~done).flatten()
         if not len(idx):
             break
-        Z_t = Z[:, idx]
-        sq = group_sq_norms(Z_t, n_orient)  # (P, w)
-        support = sq > 0
-        size = support.sum(0)
+        support = sq > 0  # (w, k)
+        size = support.sum(1)
         n_keep = int(size.max())
-        top = torch.topk(torch.where(support, sq, -1.0), n_keep, dim=0).indices.T
+        order = torch.topk(sq.masked_fill(~support, -1.0), n_keep, dim=1).indices
+        pos, sq = pos.gather(1, order), sq.gather(1, order)
         valid = torch.arange(n_keep, device=M.device)[None] < size[:, None]
-        w_pos = reweights(Z_t, n_orient, scale[idx]).T.gather(1, top) * valid
-        cols = top[:, :, None] * n_orient + torch.arange(n_orient, device=M.device)
-        cols = cols.reshape(len(idx), n_keep * n_orient)
+        X = X.gather(1, _position_rows(order, arange_o)[..., None].expand(-1, -1, K))
+        w_pos = 2.0 * torch.sqrt(scale[idx, None] * torch.sqrt(sq)) * valid
+        cols = _position_rows(pos, arange_o)
         w_rows = w_pos.repeat_interleave(n_orient, 1)  # (w, k * o), 0 = padding
         G_A = D[:, cols].permute(1, 0, 2) * w_rows[:, None, :]
         H = G_A.mT @ G_A
         b = G_A.mT @ M[:, idx].permute(1, 0, 2)
-        gather = cols[:, :, None].expand(-1, -1, M.shape[2])
-        Y = torch.gather(Z_t.permute(1, 0, 2), 1, gather)
-        Y = Y / w_rows.clamp_min(tiny)[..., None] * (w_rows > 0)[..., None]
-        lips = torch.where(valid, w_pos**2 * lip[top], torch.ones_like(w_pos))
+        Y = X / w_rows.clamp_min(tiny)[..., None] * (w_rows > 0)[..., None]
+        lips = torch.where(valid, w_pos**2 * lip[pos], torch.ones_like(w_pos))
         m2, tol_abs = 2.0 * f0[idx], tol * f0[idx]
         with single_thread():
             for _ in range(5):  # a few budgets of passes: all rounds certified
@@ -614,15 +637,18 @@ def solve_irmxne(
                 gap = _reduced_obj_gap(H, b, Y, lam[idx], n_orient, m2)[1]
                 if bool((gap <= tol_abs).all()):
                     break
-        out = Z.new_zeros((len(idx), Z.shape[0], M.shape[2]))
-        out.scatter_(1, gather, Y * w_rows[..., None])
-        Z_new = out.permute(1, 0, 2)
+        X_new = Y * w_rows[..., None]
         rel_gap[k, idx.cpu()] = (gap / f0[idx].clamp_min(tiny)).cpu()
-        new_support = group_sq_norms(Z_new, n_orient) > 0
-        moved = (Z_new - Z_t).abs().amax((0, 2))
-        stop = (new_support == support).all(0) & (moved < x_tol[idx])
-        stop |= ~new_support.any(0)
-        Z[:, idx] = Z_new
+        sq_new = (X_new.reshape(len(idx), n_keep, -1) ** 2).sum(-1)
+        # the support can only shrink (the round is restricted to it)
+        same_support = ~(valid & (sq_new <= 0)).any(1)
+        moved = (X_new - X).abs().amax((1, 2))
+        stop = (same_support & (moved < x_tol[idx])) | ~(sq_new > 0).any(1)
         n_rounds[idx.cpu()] += 1
-        done[idx] = stop
+        sq, X = sq_new, X_new
+        if bool(stop.any()):
+            _write_rows(Z, idx[stop], cols[stop], X[stop])
+            idx, pos, sq, X = idx[~stop], pos[~stop], sq[~stop], X[~stop]
+    if len(idx):
+        _write_rows(Z, idx, _position_rows(pos, arange_o), X)
     return Z, rel_gap, n_rounds
