@@ -160,7 +160,7 @@ def make_study(
     *,
     duration=40.0,
     sfreq=150.0,
-    amplitude=60e-9,
+    amplitude=200e-9,
     run_pipeline=False,
     path=None,
     verbose=None,
@@ -219,7 +219,9 @@ def make_study(
     picks = mne.pick_types(info, meg=True, exclude=[])
     info = mne.pick_info(info, list(picks) + [info["ch_names"].index("STI 014")])
     with info._unlock():
-        info.update(sfreq=float(sfreq), lowpass=sfreq / 3, projs=[], bads=[])
+        # the 3 MEG SSP projectors of sample: its noise covariance has rank 303
+        projs = [p for p in info["projs"] if "EEG" not in p["desc"]]
+        info.update(sfreq=float(sfreq), lowpass=sfreq / 3, projs=projs, bads=[])
         info["line_freq"] = 60.0
     src = read_subset_src(path, verbose=False)
     bem = mne.read_bem_solution(path / "sample-320-bem-sol.fif", verbose=False)
@@ -231,6 +233,7 @@ def make_study(
         fwd, force_fixed=True, surf_ori=True, verbose=False
     )
     cov = mne.read_cov(path / "test-cov.fif", verbose=False)
+    white = mne.make_ad_hoc_cov(info, verbose=False)
     isi = 0.7
     n_events = int((duration - 1.0) / isi)
     events = np.zeros((n_events, 3), int)
@@ -251,7 +254,9 @@ def make_study(
             pos = src[hemi]["rr"][vertex].tolist()
             truth[subject][cond] = dict(hemi=hemi, vertex=vertex, pos=pos)
         raw = mne.simulation.simulate_raw(info, sim, forward=fwd_fixed, verbose=False)
-        mne.simulation.add_noise(raw, cov, iir_filter=[0.2, -0.2, 0.04], random_state=k)
+        mne.simulation.add_noise(raw, cov, random_state=k)
+        # and white sensor noise
+        mne.simulation.add_noise(raw, white, random_state=100 + k)
         bids_path = BIDSPath(
             subject=subject, task="audvis", root=bids_root, datatype="meg"
         )
