@@ -969,7 +969,7 @@ def _add_to_report(job, conditions):
     old = matplotlib.get_backend()
     with FileLock(f"{fname}.lock"):
         if fname.is_file():
-            rep = mne.open_report(fname, verbose=False)
+            rep = mne.open_report(fname)
         else:
             rep = mne.Report(title=f"{job['key']}", verbose=False)
         plt.switch_backend("agg")
