@@ -28,6 +28,7 @@ and whose outputs exist is skipped; a task whose worker died is run again
 once; a subject that fails is reported while the others finish.
 """
 
+import glob
 import json
 import os
 import time
@@ -719,7 +720,8 @@ def run_pipeline(
     summary : dict
         ``ok`` (every subject done or up to date), ``subjects`` (per subject
         ``status`` 'done' / 'skipped' / 'failed', ``message``, ``sidecar``,
-        ``timings``), ``backend``, ``n_jobs`` and ``time``.
+        ``timings``), ``backend``, ``n_jobs``, ``time`` and ``phases`` (wall
+        time of the fits, of the estimates, of the sidecars and reports).
     """
     _import_pipeline_deps()
     from joblib import cpu_count
@@ -790,9 +792,8 @@ def run_pipeline(
                 status="skipped", message="up to date", sidecar=files["sidecar"]
             )
             continue
-        for fname in _outputs(files, None) + [files["sidecar"], files["model"]]:
-            for tmp in stale_temporaries(fname):
-                tmp.unlink(missing_ok=True)  # left by a killed worker
+        for tmp in _temporaries(files):
+            tmp.unlink(missing_ok=True)  # left by a killed worker
         jobs.append(
             dict(
                 key=name,
@@ -805,6 +806,8 @@ def run_pipeline(
                 kill_marker=os.environ.get(_KILL_ENV) or None,
             )
         )
+    if not jobs:  # nothing to do: no workers to start
+        backend, n_jobs, dask_scheduler = "loky", 1, None
     engine = _Engine(backend, n_jobs, dask_scheduler, cfg)
     for job in jobs:
         job["parallel"] = engine.parallel
@@ -813,8 +816,11 @@ def run_pipeline(
         f"{len(summary)} up to date or failed; "
         + (f"{backend}, {n_jobs} worker(s)" if engine.parallel else "serial")
     )
+    phases = dict()
     try:
+        t0 = time.perf_counter()
         fits = engine.map([("fit", job) for job in jobs])
+        phases["fit"] = time.perf_counter() - t0
         items, owners = [], []
         for job, fit in zip(jobs, fits):
             job["fit"] = fit
@@ -829,12 +835,16 @@ def run_pipeline(
                         ("epochs", job, task, k, start, min(start + chunk_size, n))
                     )
                     owners.append(job["key"])
+        t0 = time.perf_counter()
         results = engine.map(items)
+        phases["apply"] = time.perf_counter() - t0
     finally:
         engine.close()
+    t0 = time.perf_counter()
     for job in jobs:
         parts = [(it, r) for it, r, o in zip(items, results, owners) if o == job["key"]]
         summary[job["key"]] = _finish_subject(job, parts, report)
+    phases["finish"] = time.perf_counter() - t0
     ok = all(s["status"] != "failed" for s in summary.values())
     return dict(
         ok=ok,
@@ -842,6 +852,7 @@ def run_pipeline(
         backend=backend if engine.parallel else "serial",
         n_jobs=n_jobs,
         time=time.perf_counter() - t_start,
+        phases=phases,
     )
 
 
@@ -859,6 +870,19 @@ def _outputs(files, n_chunks):
         out += list(task["stcs"].values())
         if task["epochs_out"] and n_chunks is not None:
             out += [_chunk_fname(task["epochs_out"], k) for k in range(n_chunks[t])]
+    return out
+
+
+def _temporaries(files):
+    """Temporary files of killed writers of a subject's outputs."""
+    report = Path(files["report"])
+    names = _outputs(files, None) + [files["sidecar"], report.with_suffix(".html")]
+    out = [t for f in names + [report] for t in stale_temporaries(f)]
+    for task in files["tasks"]:
+        if task["epochs_out"]:  # those of any chunk
+            path = Path(task["epochs_out"])
+            stem, suffix = (glob.escape(p) for p in path.name.rsplit("_", 1))
+            out += sorted(path.parent.glob(f".{stem}_split-*_{suffix}.*"))
     return out
 
 
