@@ -16,9 +16,12 @@ tasks; the main process in the serial run), and per subject the CPU-seconds
 of a fit and of one epoch. From these, on paper: what ``--plan-subjects`` x
 ``--plan-epochs`` need on a Dask cluster of CPU workers (one thread each,
 perfect scaling over subjects, as measured between 1 and ``--n-jobs``
-workers), and with one GPU per worker given ``--gpu-speedup`` (the speed-up
-of a GPU over one CPU thread for the fit and the epochs, an assumption
-stated in the output, not a measurement).
+workers), and with one GPU per worker given ``--gpu-speedup`` and
+``--gpu-epochs-speedup`` (the speed-ups of a GPU over one CPU thread for the
+fit and for the epochs: assumptions stated in the output, not measurements;
+the certified MxNE's block coordinate descent runs on the CPU, so by default
+only the fit gains). ``--from-json FILE`` redoes the table and the plan from
+the runs of a previous ``--out FILE``.
 
 Run ``python benchmarks/pipeline.py [--quick] [--out FILE.json]`` (or
 ``mne-lista bench pipeline``) from a source checkout.
@@ -73,34 +76,33 @@ def _run(config, label, **kwargs):
     )
 
 
-def _plan(runs, n_subjects, n_epochs, n_workers, gpu_speedup):
-    """Cluster time for n_subjects x n_epochs from the measured costs."""
-    serial = runs[0]
+def _plan(runs, args):
+    """Cluster time for args.plan_subjects x args.plan_epochs from the runs."""
+    serial, par = runs[0], runs[1]
     fit = float(np.median(serial["fit_cpu_s"]))
     evoked = float(np.median(serial["evoked_cpu_s"]))
     per_epoch = float(
         np.median(np.array(serial["epochs_cpu_s"]) / np.array(serial["n_epochs"]))
     )
+    n_subjects, n_epochs = args.plan_subjects, args.plan_epochs
     per_subject = fit + evoked + n_epochs * per_epoch
+    gpu_subject = fit / args.gpu_speedup + evoked
+    gpu_subject += n_epochs * per_epoch / args.gpu_epochs_speedup
     # the efficiency of the parallel run: measured speed-up / workers
-    par = runs[1]
     eff = min(1.0, serial["wall"] / par["wall"] / par["n_jobs"])
-    cpu_h = n_subjects * per_subject / 3600.0
-    mem = max(max(r["max_rss_mb"]) for r in runs[1:])
     out = dict(
         fit_s=fit,
         evoked_s=evoked,
         epoch_s=per_epoch,
         per_subject_cpu_s=per_subject,
+        per_subject_gpu_s=gpu_subject,
         parallel_efficiency=eff,
-        cpu_hours=cpu_h,
-        worker_memory_mb=mem,
-        gpu_speedup=gpu_speedup,
+        cpu_hours=n_subjects * per_subject / 3600.0,
+        worker_memory_mb=max(max(r["max_rss_mb"]) for r in runs[1:]),
     )
-    for w in n_workers:
-        out[f"cpu_wall_h_{w}_workers"] = cpu_h / (w * eff)
-        gpu_subject = (fit + n_epochs * per_epoch) / gpu_speedup + evoked
-        out[f"gpu_wall_h_{w}_workers"] = n_subjects * gpu_subject / 3600.0 / (w * eff)
+    for w in args.plan_workers:
+        out[f"cpu_wall_h_{w}_workers"] = out["cpu_hours"] / (w * eff)
+        out[f"gpu_wall_h_{w}_workers"] = n_subjects * gpu_subject / 3600 / (w * eff)
     return out
 
 
@@ -119,18 +121,41 @@ def main(argv=None):
         "--gpu-speedup",
         type=float,
         default=10.0,
-        help="assumed GPU / one-CPU-thread speed-up of fit and epochs",
+        help="assumed speed-up of a fit on a GPU over one CPU thread",
     )
+    parser.add_argument(
+        "--gpu-epochs-speedup",
+        type=float,
+        default=1.0,
+        help="assumed GPU speed-up of the epochs (1: the certified MxNE's "
+        "block coordinate descent runs on the CPU)",
+    )
+    parser.add_argument("--from-json", default=None, help="runs of an --out file")
     parser.add_argument("--quick", action="store_true", help="2 subjects, 20 s")
     parser.add_argument("--out", default=None, help="JSON output file")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_subjects, args.duration = 2, 20.0
     alpha = args.alpha if args.alpha == "sure" else float(args.alpha)
-    fit_kwargs = dict(n_epochs=1, n_windows=16) if args.quick else {}
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        runs, t_study = saved["runs"], saved["study_seconds"]
+    else:
+        runs, t_study = _measure(args, alpha)
+    plan = _plan(runs, args)
+    _print_table(args, alpha, runs, t_study, plan)
+    result = dict(args=vars(args), study_seconds=t_study, runs=runs, plan=plan)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
 
+
+def _measure(args, alpha):
     from mne_lista.datasets import make_study
 
+    fit_kwargs = dict(n_epochs=1, n_windows=16) if args.quick else {}
+    kw = dict(method=args.method, alpha=alpha, fit_kwargs=fit_kwargs)
     with tempfile.TemporaryDirectory(prefix="mne-lista-bench-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -139,36 +164,26 @@ def main(argv=None):
         )
         t_study = time.perf_counter() - t0
         root = study["config"].parent
-        kw = dict(method=args.method, alpha=alpha, fit_kwargs=fit_kwargs)
         runs = [_run(_copy(root, tmp / "serial"), "serial", n_jobs=1, **kw)]
-        runs.append(
-            _run(
-                _copy(root, tmp / "joblib"),
-                f"joblib x{args.n_jobs}",
-                n_jobs=args.n_jobs,
-                **kw,
-            )
-        )
+        label = f"joblib x{args.n_jobs}"
+        runs.append(_run(_copy(root, tmp / "joblib"), label, n_jobs=args.n_jobs, **kw))
         if args.dask:
             config = _copy(root, tmp / "dask")
             config.write_text(config.read_text() + '\nparallel_backend = "dask"\n')
             runs.append(_run(config, f"dask x{args.n_jobs}", n_jobs=args.n_jobs, **kw))
-    plan = _plan(
-        runs,
-        args.plan_subjects,
-        args.plan_epochs,
-        args.plan_workers,
-        args.gpu_speedup,
+    return runs, t_study
+
+
+def _print_table(args, alpha, runs, t_study, plan):
+    print(
+        f"study: {runs[0]['n_subjects']} subjects x {runs[0]['n_epochs'][0]} "
+        f"epochs (simulated in {t_study:.1f} s), method {args.method}, "
+        f"alpha {alpha}"
     )
     print(
-        f"study: {args.n_subjects} subjects x {runs[0]['n_epochs'][0]} epochs "
-        f"(simulated in {t_study:.1f} s), method {args.method}, alpha {alpha}"
-    )
-    head = (
         f"{'run':12s} {'fit s':>7s} {'apply s':>8s} {'fit subj/h':>11s} "
         f"{'apply subj/h':>13s} {'total subj/h':>13s} {'RSS/worker MB':>14s}"
     )
-    print(head)
     for r in runs:
         print(
             f"{r['label']:12s} {r['fit_wall']:7.1f} {r['apply_wall']:8.1f} "
@@ -183,19 +198,15 @@ def main(argv=None):
     print(
         f"plan {args.plan_subjects} subjects x {args.plan_epochs} epochs: "
         f"{plan['cpu_hours']:.2f} CPU-hours, {plan['worker_memory_mb']:.0f} MB "
-        "per worker"
+        f"per worker; with GPUs (fit x{args.gpu_speedup:g}, epochs "
+        f"x{args.gpu_epochs_speedup:g}, assumed) "
+        f"{args.plan_subjects * plan['per_subject_gpu_s'] / 3600:.2f} GPU-hours"
     )
     for w in args.plan_workers:
         print(
-            f"  {w:4d} CPU workers: {60 * plan[f'cpu_wall_h_{w}_workers']:.1f} min;"
-            f" {w} GPU workers (x{args.gpu_speedup:g} assumed): "
-            f"{60 * plan[f'gpu_wall_h_{w}_workers']:.1f} min"
+            f"  {w:4d} workers: CPU {60 * plan[f'cpu_wall_h_{w}_workers']:.1f} min,"
+            f" one GPU each {60 * plan[f'gpu_wall_h_{w}_workers']:.1f} min"
         )
-    result = dict(args=vars(args), study_seconds=t_study, runs=runs, plan=plan)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":

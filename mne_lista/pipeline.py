@@ -254,12 +254,10 @@ def _versions():
 
 def _worker_setup(job):
     """One thread per parallel worker (as the pipeline's loky backend)."""
-    import mne
     import torch
 
     if job["parallel"]:
         torch.set_num_threads(1)
-    mne.set_log_level(job["log_level"])
 
 
 def _device(job):
@@ -465,7 +463,7 @@ def _task_epochs(job, task, k, start, stop):
             overwrite=True,
         )
     hook = job.get("kill_marker")
-    if hook and not Path(hook).exists():
+    if hook and job["parallel"] and not Path(hook).exists():
         Path(hook).write_text(f"{job['key']} chunk {k}\n")
         os._exit(17)  # a worker killed in the middle of the subject's work
     return dict(
@@ -487,10 +485,13 @@ def _task_epochs(job, task, k, start, stop):
 
 def _run_task(item):
     """Run a task; errors become results (a dead worker is the engine's)."""
+    import mne
+
     kind, job = item[0], item[1]
     func = dict(fit=_task_fit, evoked=_task_evoked, epochs=_task_epochs)[kind]
     try:
-        return dict(ok=True, **func(job, *item[2:]))
+        with mne.use_log_level(job["log_level"]):
+            return dict(ok=True, **func(job, *item[2:]))
     except Exception as exc:
         return dict(
             ok=False,
@@ -521,7 +522,9 @@ def read_epochs_estimates(fname):
     data = h5io.read_hdf5(fname, title="mnelista")
     if not isinstance(data, dict) or data.get("format") != _EPOCHS_FORMAT:
         raise ValueError(f"{fname} is not an mne-lista epochs estimates file")
-    cls = mne.VolSourceEstimate if data["src_type"] == "volume" else mne.SourceEstimate
+    cls = dict(volume=mne.VolSourceEstimate, mixed=mne.MixedSourceEstimate).get(
+        data["src_type"], mne.SourceEstimate
+    )
     stcs = [
         cls(
             it["data"],
