@@ -338,6 +338,18 @@ def _make_model(job, *, fit):
 
 
 def _max_rss_mb():
+    """Peak resident memory of this process (MB).
+
+    Linux's ``VmHWM``: ``ru_maxrss`` would also count the process a worker
+    was forked from (it survives ``exec``).
+    """
+    try:
+        with open("/proc/self/status") as fid:
+            for line in fid:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -845,6 +857,10 @@ def run_pipeline(
         engine.close()
     t0 = time.perf_counter()
     for job in jobs:
+        # a worker killed while writing (e.g. by the death of another in
+        # its pool) left a temporary; its task was run again
+        for tmp in _temporaries(job["files"]):
+            tmp.unlink(missing_ok=True)
         parts = [(it, r) for it, r, o in zip(items, results, owners) if o == job["key"]]
         summary[job["key"]] = _finish_subject(job, parts, report)
     phases["finish"] = time.perf_counter() - t0

@@ -159,7 +159,8 @@ def test_killed_worker(serial, tmp_path, monkeypatch):
     assert marker.is_file()  # a worker did die
     assert summary["ok"], summary
     _check_same(serial["root"], tmp_path / "study")
-    assert not list((tmp_path / "study").rglob(".sub-*"))  # no temporary left
+    leftovers = list((tmp_path / "study").rglob(".sub-*"))
+    assert not leftovers  # no temporary file left
 
 
 def test_bad_subjects_reported(serial, tmp_path):
