@@ -133,9 +133,14 @@ def test_second_run_does_no_work(serial):
     assert before == after
 
 
-def test_joblib_and_dask_same_files(serial, tmp_path):
-    """Serial, joblib (2 workers) and a Dask LocalCluster: the same files."""
-    pytest.importorskip("distributed")
+def test_joblib_and_dask_same_files(serial, tmp_path, monkeypatch):
+    """Serial, joblib (2 workers) and a Dask LocalCluster: the same files.
+
+    On Dask, a worker is killed in the middle of a subject: its nanny
+    restarts it and the scheduler runs the task again.
+    """
+    from mne_lista.pipeline import _KILL_ENV
+
     config = _fresh(serial, tmp_path / "joblib")
     summary = run_pipeline(config, n_jobs=2, **RUN)
     assert summary["ok"] and summary["backend"] == "loky", summary
@@ -143,13 +148,16 @@ def test_joblib_and_dask_same_files(serial, tmp_path):
     _check_same(serial["root"], tmp_path / "joblib")
     config = _fresh(serial, tmp_path / "dask")
     config.write_text(config.read_text() + '\nparallel_backend = "dask"\n')
+    monkeypatch.setenv(_KILL_ENV, str(tmp_path / "killed"))
     summary = run_pipeline(config, n_jobs=2, **RUN)
-    assert summary["ok"] and summary["backend"] == "dask"
+    assert (tmp_path / "killed").is_file()  # a worker did die
+    assert summary["ok"] and summary["backend"] == "dask", summary
     _check_same(serial["root"], tmp_path / "dask")
 
 
 def test_killed_worker(serial, tmp_path, monkeypatch):
-    """A worker killed in the middle of a subject: complete, loadable files."""
+    """A joblib worker killed in the middle of a subject (its pool breaks):
+    the tasks not done are run again; complete, loadable files."""
     from mne_lista.pipeline import _KILL_ENV
 
     config = _fresh(serial, tmp_path / "study")
