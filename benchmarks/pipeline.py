@@ -100,9 +100,12 @@ def _plan(runs, args):
         cpu_hours=n_subjects * per_subject / 3600.0,
         worker_memory_mb=max(max(r["max_rss_mb"]) for r in runs[1:]),
     )
-    for w in args.plan_workers:
-        out[f"cpu_wall_h_{w}_workers"] = out["cpu_hours"] / (w * eff)
-        out[f"gpu_wall_h_{w}_workers"] = n_subjects * gpu_subject / 3600 / (w * eff)
+    gpu_hours = n_subjects * gpu_subject / 3600.0
+    out["gpu_hours"] = gpu_hours
+    for w in args.plan_workers:  # as measured here, and one core per worker
+        for tag, e in (("", eff), ("_ideal", 1.0)):
+            out[f"cpu_wall_h_{w}_workers{tag}"] = out["cpu_hours"] / (w * e)
+            out[f"gpu_wall_h_{w}_workers{tag}"] = gpu_hours / (w * e)
     return out
 
 
@@ -144,7 +147,8 @@ def main(argv=None):
         runs, t_study = _measure(args, alpha)
     plan = _plan(runs, args)
     _print_table(args, alpha, runs, t_study, plan)
-    result = dict(args=vars(args), study_seconds=t_study, runs=runs, plan=plan)
+    options = {k: v for k, v in vars(args).items() if k != "from_json"}
+    result = dict(args=options, study_seconds=t_study, runs=runs, plan=plan)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
@@ -199,13 +203,19 @@ def _print_table(args, alpha, runs, t_study, plan):
         f"plan {args.plan_subjects} subjects x {args.plan_epochs} epochs: "
         f"{plan['cpu_hours']:.2f} CPU-hours, {plan['worker_memory_mb']:.0f} MB "
         f"per worker; with GPUs (fit x{args.gpu_speedup:g}, epochs "
-        f"x{args.gpu_epochs_speedup:g}, assumed) "
-        f"{args.plan_subjects * plan['per_subject_gpu_s'] / 3600:.2f} GPU-hours"
+        f"x{args.gpu_epochs_speedup:g}, assumed) {plan['gpu_hours']:.2f} GPU-hours"
     )
     for w in args.plan_workers:
+        cpu, gpu = (
+            "/".join(
+                f"{60 * plan[f'{kind}_wall_h_{w}_workers{tag}']:.1f}"
+                for tag in ("_ideal", "")
+            )
+            for kind in ("cpu", "gpu")
+        )
         print(
-            f"  {w:4d} workers: CPU {60 * plan[f'cpu_wall_h_{w}_workers']:.1f} min,"
-            f" one GPU each {60 * plan[f'gpu_wall_h_{w}_workers']:.1f} min"
+            f"  {w:4d} workers (one core each / efficiency as measured here): "
+            f"CPU {cpu} min, one GPU each {gpu} min"
         )
 
 
