@@ -165,7 +165,9 @@ def _subject_files(cfg, subject, session, args):
         rank=str(cov.copy().update(suffix="rank", extension=".json").fpath),
         info=str(base.copy().update(**update).fpath),
         model=str(fwd.copy().update(suffix=f"fwd+{method}", extension=".npz").fpath),
-        sidecar=str(base.copy().update(suffix=f"lista+{method}", extension=".json")),
+        sidecar=str(
+            base.copy().update(suffix=f"lista+{method}", extension=".json").fpath
+        ),
         report=str(_report_path(cfg=cfg_step, subject=subject, session=session).fpath),
     )
     files["tasks"] = []
