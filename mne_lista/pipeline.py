@@ -987,6 +987,7 @@ def _finish_subject(job, parts, report):
 def _stc_figure(stc, src, title):
     """Time courses and positions of the active sources (no 3D needed)."""
     import matplotlib.pyplot as plt
+    from mne.io.constants import FIFF
 
     fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     ax_t.plot(stc.times, 1e9 * stc.data.T, lw=1)
@@ -996,9 +997,19 @@ def _stc_figure(stc, src, title):
     for s, verts in zip(src, stc.vertices):
         pos = s["rr"][np.asarray(verts, int)]
         ax_p.scatter(1e3 * pos[:, 0], 1e3 * pos[:, 1], s=40, c="C3")
-    ax_p.set(xlabel="x (mm)", ylabel="y (mm)", aspect="equal")
+    frame = "head" if src[0]["coord_frame"] == FIFF.FIFFV_COORD_HEAD else "MRI"
+    ax_p.set(xlabel=f"x (mm, {frame})", ylabel=f"y (mm, {frame})", aspect="equal")
     ax_p.set_title(f"{sum(len(v) for v in stc.vertices)} active source(s), top view")
     return fig
+
+
+def _fmt(value):
+    """A number (or the numbers of a list) for the report's table."""
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    return f"{value:.3g}"
 
 
 def _add_to_report(job, conditions):
@@ -1032,8 +1043,8 @@ def _add_to_report(job, conditions):
                     )
                     plt.close(fig)
             rows = "".join(
-                f"<tr><td>{c}</td><td>{v.get('alpha')}</td><td>{v.get('n_active')}"
-                f"</td><td>{v.get('rel_gap_max')}</td></tr>"
+                f"<tr><td>{c}</td><td>{_fmt(v.get('alpha'))}</td>"
+                f"<td>{v.get('n_active')}</td><td>{_fmt(v.get('rel_gap_max'))}</td></tr>"
                 for c, v in conditions.items()
             )
             rep.add_html(
