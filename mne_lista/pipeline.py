@@ -578,18 +578,22 @@ class _Engine:
             self.client = Client(scheduler)
             logger.info(f"Dask scheduler at {scheduler}")
             return
-        tmp = cfg.exec_params.dask_temp_dir
-        tmp = tmp or Path(cfg.deriv_root) / ".dask-worker-space"
+        params = cfg.exec_params
+        tmp = params.dask_temp_dir or Path(cfg.deriv_root) / ".dask-worker-space"
         self.cluster = LocalCluster(
             n_workers=n_jobs,
             threads_per_worker=1,
             processes=True,
-            memory_limit=cfg.exec_params.dask_worker_memory_limit,
+            memory_limit=params.dask_worker_memory_limit,
             local_directory=str(tmp),
-            dashboard_address=None,
+            dashboard_address=":0" if params.dask_open_dashboard else None,
         )
         self.client = Client(self.cluster)
         logger.info(f"Dask LocalCluster of {n_jobs} workers (1 thread each)")
+        if params.dask_open_dashboard:
+            import webbrowser
+
+            webbrowser.open(self.client.dashboard_link)
 
     @property
     def parallel(self):
