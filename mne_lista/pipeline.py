@@ -576,7 +576,8 @@ class _Engine:
             ) from None
         if scheduler is not None:
             self.client = Client(scheduler)
-            logger.info(f"Dask scheduler at {scheduler}")
+            self.n_jobs = len(self.client.scheduler_info()["workers"])
+            logger.info(f"Dask scheduler at {scheduler}: {self.n_jobs} worker(s)")
             return
         params = cfg.exec_params
         tmp = params.dask_temp_dir or Path(cfg.deriv_root) / ".dask-worker-space"
@@ -875,7 +876,7 @@ def run_pipeline(
         ok=ok,
         subjects=summary,
         backend=backend if engine.parallel else "serial",
-        n_jobs=n_jobs,
+        n_jobs=engine.n_jobs,
         time=time.perf_counter() - t_start,
         phases=phases,
     )
