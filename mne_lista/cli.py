@@ -444,15 +444,10 @@ def _cmd_fit(args):
     except (ValueError, TypeError) as exc:
         raise CLIError(f"training failed: {_one_line(exc)}") from exc
     print(f"Trained in {time.perf_counter() - t0:.1f} s")
-    # write under a temporary name in the destination folder, then rename
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    try:
-        model.save(tmp, overwrite=True)
-        if out.exists() and not args.overwrite:  # appeared while training
-            raise CLIError(f"output file exists (use --overwrite): {out}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    try:  # written atomically (mne_lista._io.atomic_write)
+        model.save(out, overwrite=args.overwrite)
+    except FileExistsError as exc:  # appeared while training
+        raise CLIError(f"output file exists (use --overwrite): {out}") from exc
     print(f"Model ({_ESTIMATORS[args.method]}) written: {out}")
     return 0
 
