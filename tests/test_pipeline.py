@@ -133,6 +133,25 @@ def test_second_run_does_no_work(serial):
     assert before == after
 
 
+def test_config_and_arguments(serial, tmp_path):
+    """The config's subjects and file stamps, and the arguments, are used:
+    new arguments redo the subjects (the models are reused), then skip."""
+    config = _copy(serial["root"], tmp_path / "study")
+    extra = '\nexclude_subjects = ["02"]\nmemory_file_method = "hash"\n'
+    config.write_text(config.read_text() + extra)
+    for status in ("done", "skipped"):
+        summary = run_pipeline(config, n_jobs=1, epochs=False, alpha=50.0, **RUN)
+        assert summary["ok"]
+        assert sorted(summary["subjects"]) == ["sub-01", "sub-03"]
+        assert {s["status"] for s in summary["subjects"].values()} == {status}
+    side = json.loads(
+        (_deriv(tmp_path / "study", "sub-01") / "sub-01_lista+mxne.json").read_text()
+    )
+    assert side["arguments"]["alpha"] == 50.0 and not side["epochs"]
+    assert side["timings"]["model_reused"]
+    assert all("sha256" in v for v in side["key"]["inputs"].values())
+
+
 def test_joblib_and_dask_same_files(serial, tmp_path, monkeypatch):
     """Serial, joblib (2 workers) and a Dask LocalCluster: the same files.
 
