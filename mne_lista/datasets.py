@@ -178,7 +178,7 @@ def make_study(
     The derivatives the source steps of the pipeline read are then written
     under the pipeline's names: with ``run_pipeline=True`` by the pipeline
     itself (its steps ``init, preprocessing, sensor/make_evoked,
-    sensor/make_cov``: about 100 s for 3 subjects on 2 cores, mostly its
+    sensor/make_cov``: 60-140 s for 3 subjects on 2 shared cores, mostly its
     reports), otherwise with MNE as those steps compute them (cleaned
     epochs, evoked responses, noise covariance from the baseline and its
     rank). The forward is always written with MNE

@@ -3,7 +3,7 @@
 The study (3 subjects, known dipoles, see ``mne_lista.datasets.make_study``)
 is built once; its derivatives are written with MNE under the pipeline's
 names (``MNE_LISTA_PIPELINE_STEPS=1``: by MNE-BIDS-Pipeline's own
-preprocessing and sensor steps, about 100 s more).
+preprocessing and sensor steps, 60-140 s more on 2 shared cores).
 """
 
 import json
