@@ -746,9 +746,67 @@ def run_pipeline(
         time of the fits, of the estimates, of the sidecars and reports).
     """
     _import_pipeline_deps()
-    from joblib import cpu_count
-    from mne_bids_pipeline._config_utils import _get_ss
+    tol = _check_run_args(method, alpha, tol, chunk_size)
+    t_start = time.perf_counter()
+    cfg = read_pipeline_config(config)
+    backend, n_jobs = _engine_choice(cfg.exec_params, n_jobs, dask_scheduler)
+    args = dict(
+        method=method,
+        alpha=alpha,
+        tol=tol,
+        epochs=bool(epochs),
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+        loose=cfg.loose,
+        depth=cfg.depth,
+        fit_kwargs=dict(fit_kwargs or {}),
+        random_state=random_state,
+        device=device,
+    )
+    jobs, summary = _subject_jobs(cfg, args)
+    if not jobs:  # nothing to do: no workers to start
+        backend, n_jobs, dask_scheduler = "loky", 1, None
+    engine = _Engine(backend, n_jobs, dask_scheduler, cfg)
+    for job in jobs:
+        job["parallel"] = engine.parallel
+    logger.info(
+        f"mne-lista pipeline: {len(jobs)} subject(s) to do, "
+        f"{sum(s is not None for s in summary.values())} up to date or failed; "
+        + (f"{backend}, {engine.n_jobs} worker(s)" if engine.parallel else "serial")
+    )
+    phases = dict()
+    try:
+        t0 = time.perf_counter()
+        for job, fit in zip(jobs, engine.map([("fit", job) for job in jobs])):
+            job["fit"] = fit
+        phases["fit"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        items = _apply_tasks(jobs, chunk_size)
+        results = engine.map(items)
+        phases["apply"] = time.perf_counter() - t0
+    finally:
+        engine.close()
+    t0 = time.perf_counter()
+    for job in jobs:
+        # a worker killed while writing (e.g. by the death of another in
+        # its pool) left a temporary; its task was run again
+        for tmp in _temporaries(job["files"]):
+            tmp.unlink(missing_ok=True)
+        parts = [(it, r) for it, r in zip(items, results) if it[1] is job]
+        summary[job["key"]] = _finish_subject(job, parts, report)
+    phases["finish"] = time.perf_counter() - t0
+    return dict(
+        ok=all(s["status"] != "failed" for s in summary.values()),
+        subjects=summary,
+        backend=backend if engine.parallel else "serial",
+        n_jobs=engine.n_jobs,
+        time=time.perf_counter() - t_start,
+        phases=phases,
+    )
 
+
+def _check_run_args(method, alpha, tol, chunk_size):
+    """Check the arguments of :func:`run_pipeline`; returns tol."""
     _check_option("method", method, _METHODS)
     if isinstance(alpha, str):
         _check_option("alpha", alpha, ("sure",))
@@ -765,121 +823,89 @@ def run_pipeline(
     _validate_type(chunk_size, "int", "chunk_size")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    t_start = time.perf_counter()
-    cfg = read_pipeline_config(config)
-    params = cfg.exec_params
+    return tol
+
+
+def _engine_choice(params, n_jobs, dask_scheduler):
+    """The backend and number of workers, as the pipeline chooses them."""
+    from joblib import cpu_count
+
     backend = "dask" if dask_scheduler is not None else params.parallel_backend
     n_jobs = params.n_jobs if n_jobs is None else n_jobs
     _validate_type(n_jobs, "int", "n_jobs")
     if n_jobs < 0:
-        n_jobs = max(cpu_count() + n_jobs + 1, 1)
+        n_jobs = cpu_count() + n_jobs + 1
     n_jobs = max(int(n_jobs), 1)
     if backend == "dask" and n_jobs == 1 and dask_scheduler is None:
         backend = "loky"  # as the pipeline: one job is serial
-    args = dict(
-        method=method,
-        alpha=alpha,
-        tol=tol,
-        epochs=bool(epochs),
-        chunk_size=chunk_size,
-        max_memory=max_memory,
-        loose=cfg.loose,
-        depth=cfg.depth,
-        fit_kwargs=dict(fit_kwargs or {}),
-        random_state=random_state,
-        device=device,
-    )
+    return backend, n_jobs
+
+
+def _subject_jobs(cfg, args):
+    """The subjects to do (jobs), and the summary of the others.
+
+    The summary has an entry per subject of the study in its order (None for
+    those to do): inputs missing (failed) or outputs up to date (skipped).
+    """
+    from mne_bids_pipeline._config_utils import _get_ss
+
+    how = cfg.exec_params.memory_file_method
     key_args = {k: v for k, v in args.items() if k not in ("device", "max_memory")}
     jobs, summary = [], dict()
     for subject, session in _get_ss(config=cfg):
         name = f"sub-{subject}" + (f"_ses-{session}" if session else "")
         files = _subject_files(cfg, subject, session, args)
         missing = [f for f in _inputs(files) if not Path(f).is_file()]
+        key = (
+            None
+            if missing
+            else dict(
+                arguments=key_args,
+                inputs={_rel(f, cfg): _stamp(f, how) for f in _inputs(files)},
+            )
+        )
+        summary[name] = None
         if missing:
             summary[name] = dict(
                 status="failed",
                 message=f"missing input file(s): {', '.join(missing)} (run the "
                 "pipeline's sensor and source steps first)",
             )
-            continue
-        key = dict(
-            arguments=key_args,
-            inputs={
-                _rel(f, cfg): _stamp(f, params.memory_file_method)
-                for f in _inputs(files)
-            },
-        )
-        if _up_to_date(files["sidecar"], key):
+        elif _up_to_date(files["sidecar"], key):
             summary[name] = dict(
                 status="skipped", message="up to date", sidecar=files["sidecar"]
             )
-            continue
-        for tmp in _temporaries(files):
-            tmp.unlink(missing_ok=True)  # left by a killed worker
-        jobs.append(
-            dict(
-                key=name,
-                files=files,
-                args=args,
-                stamp=key,
-                ch_types=list(cfg.ch_types),
-                log_level="debug" if logger.level <= 10 else "warning",
-                parallel=False,
-                kill_marker=os.environ.get(_KILL_ENV) or None,
+        else:
+            for tmp in _temporaries(files):
+                tmp.unlink(missing_ok=True)  # left by a killed worker
+            jobs.append(
+                dict(
+                    key=name,
+                    files=files,
+                    args=args,
+                    stamp=key,
+                    ch_types=list(cfg.ch_types),
+                    log_level="debug" if logger.level <= 10 else "warning",
+                    parallel=False,
+                    kill_marker=os.environ.get(_KILL_ENV) or None,
+                )
             )
-        )
-    if not jobs:  # nothing to do: no workers to start
-        backend, n_jobs, dask_scheduler = "loky", 1, None
-    engine = _Engine(backend, n_jobs, dask_scheduler, cfg)
+    return jobs, summary
+
+
+def _apply_tasks(jobs, chunk_size):
+    """The evoked files and epoch chunks of the subjects whose fit succeeded."""
+    items = []
     for job in jobs:
-        job["parallel"] = engine.parallel
-    logger.info(
-        f"mne-lista pipeline: {len(jobs)} subject(s) to do, "
-        f"{len(summary)} up to date or failed; "
-        + (f"{backend}, {n_jobs} worker(s)" if engine.parallel else "serial")
-    )
-    phases = dict()
-    try:
-        t0 = time.perf_counter()
-        fits = engine.map([("fit", job) for job in jobs])
-        phases["fit"] = time.perf_counter() - t0
-        items, owners = [], []
-        for job, fit in zip(jobs, fits):
-            job["fit"] = fit
-            if not fit["ok"]:
-                continue
-            for t, task in enumerate(job["files"]["tasks"]):
-                items.append(("evoked", job, task))
-                owners.append(job["key"])
-                n = fit["n_epochs"][t]
-                for k, start in enumerate(range(0, n, chunk_size)):
-                    items.append(
-                        ("epochs", job, task, k, start, min(start + chunk_size, n))
-                    )
-                    owners.append(job["key"])
-        t0 = time.perf_counter()
-        results = engine.map(items)
-        phases["apply"] = time.perf_counter() - t0
-    finally:
-        engine.close()
-    t0 = time.perf_counter()
-    for job in jobs:
-        # a worker killed while writing (e.g. by the death of another in
-        # its pool) left a temporary; its task was run again
-        for tmp in _temporaries(job["files"]):
-            tmp.unlink(missing_ok=True)
-        parts = [(it, r) for it, r, o in zip(items, results, owners) if o == job["key"]]
-        summary[job["key"]] = _finish_subject(job, parts, report)
-    phases["finish"] = time.perf_counter() - t0
-    ok = all(s["status"] != "failed" for s in summary.values())
-    return dict(
-        ok=ok,
-        subjects=summary,
-        backend=backend if engine.parallel else "serial",
-        n_jobs=engine.n_jobs,
-        time=time.perf_counter() - t_start,
-        phases=phases,
-    )
+        if not job["fit"]["ok"]:
+            continue
+        for task, n in zip(job["files"]["tasks"], job["fit"]["n_epochs"]):
+            items.append(("evoked", job, task))
+            for k, start in enumerate(range(0, n, chunk_size)):
+                items.append(
+                    ("epochs", job, task, k, start, min(start + chunk_size, n))
+                )
+    return items
 
 
 def _rel(fname, cfg):
