@@ -22,6 +22,8 @@ channel set that does not match the fingerprint). This module knows the
 format only; it builds no estimator.
 """
 
+import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -114,17 +116,43 @@ def write_model(fname, *, problem, net, network, lam_range=None, overwrite=False
     )
     for name, value in _extra_state(net).items():
         arrays[f"net.{name}"] = value.detach().cpu().double().numpy()
-    fd, tmp = tempfile.mkstemp(prefix=f".{fname.name}.", dir=fname.parent)
-    try:
+    with atomic_write(fname) as tmp:
         # through a file object so that numpy does not append ".npz"
-        with os.fdopen(fd, "wb") as fid:
+        with open(tmp, "wb") as fid:
             np.savez(fid, **arrays)
-        os.replace(tmp, fname)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     logger.info(f"Wrote {fname}")
     return fname
+
+
+@contextlib.contextmanager
+def atomic_write(fname):
+    """Write a file atomically: yield a temporary path, renamed over ``fname``.
+
+    The temporary file (``.<name>.<random><suffix>``, created empty) lies in
+    the destination folder, so that the rename is atomic; it is renamed once
+    the block succeeds and removed if it fails: readers, and a later run,
+    see either the old file or the complete new one, never a partial file.
+    Writers that refuse existing files need ``overwrite=True`` on the
+    temporary path.
+    """
+    fname = Path(os.fspath(fname))
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{fname.name}.", suffix=fname.suffix, dir=fname.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, fname)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def stale_temporaries(fname):
+    """Temporary files that :func:`atomic_write` of ``fname`` left behind
+    (its process was killed while writing)."""
+    fname = Path(os.fspath(fname))
+    return sorted(fname.parent.glob(f".{glob.escape(fname.name)}.*"))
 
 
 def _extra_state(net):
@@ -257,6 +285,7 @@ def check_model_problem(problem, fp, meta, fname=None):
 
 
 __all__ = [
+    "atomic_write",
     "gain_fingerprint",
     "read_model_arrays",
     "read_model_metadata",

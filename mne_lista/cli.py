@@ -6,6 +6,7 @@ Subcommands::
     mne-lista fit    FORWARD COV EVOKED_OR_INFO -o MODEL [--method mxne] [options]
     mne-lista apply  MODEL FORWARD COV DATA --alpha A -o OUT_PREFIX [options]
     mne-lista bench  NAME [--out FILE] [--quick] [benchmark options]
+    mne-lista pipeline --config CONFIG.py [--method mxne] [--alpha 40|sure] [options]
 
 Errors in the input (missing, unreadable or mismatched files, bad options)
 end the command with a one-line message on stderr and a non-zero exit
@@ -443,15 +444,10 @@ def _cmd_fit(args):
     except (ValueError, TypeError) as exc:
         raise CLIError(f"training failed: {_one_line(exc)}") from exc
     print(f"Trained in {time.perf_counter() - t0:.1f} s")
-    # write under a temporary name in the destination folder, then rename
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    try:
-        model.save(tmp, overwrite=True)
-        if out.exists() and not args.overwrite:  # appeared while training
-            raise CLIError(f"output file exists (use --overwrite): {out}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    try:  # written atomically (mne_lista._io.atomic_write)
+        model.save(out, overwrite=args.overwrite)
+    except FileExistsError as exc:  # appeared while training
+        raise CLIError(f"output file exists (use --overwrite): {out}") from exc
     print(f"Model ({_ESTIMATORS[args.method]}) written: {out}")
     return 0
 
@@ -671,6 +667,39 @@ def _apply(func, inst, alpha, what, **kwargs):
 
 def _n_active(stc):
     return sum(len(v) for v in stc.vertices)
+
+
+def _parse_alpha_or_sure(value):
+    return "sure" if value.lower() == "sure" else _parse_alpha(value)
+
+
+def _cmd_pipeline(args):
+    from .pipeline import run_pipeline
+
+    tol = args.tol if args.tol != "none" else None
+    try:
+        summary = run_pipeline(
+            args.config,
+            method=args.method,
+            alpha=args.alpha,
+            tol=tol,
+            epochs=args.epochs,
+            n_jobs=args.n_jobs,
+            dask_scheduler=args.dask_scheduler,
+            chunk_size=args.chunk_size,
+            device=args.device,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise CLIError(_one_line(exc)) from exc
+    for name, res in summary["subjects"].items():
+        print(f"  {name}: {res['status']:7s} {res.get('message', '')}")
+    counts = [s["status"] for s in summary["subjects"].values()]
+    print(
+        f"{counts.count('done')} done, {counts.count('skipped')} up to date, "
+        f"{counts.count('failed')} failed in {summary['time']:.1f} s "
+        f"({summary['backend']}, {summary['n_jobs']} worker(s))"
+    )
+    return 0 if summary["ok"] else 1
 
 
 _BENCH_ENV = "MNE_LISTA_BENCHMARKS"
@@ -947,6 +976,63 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="overwrite output files")
     _add_common(p)
 
+    p = sub.add_parser(
+        "pipeline",
+        help="sparse estimates for every subject of an MNE-BIDS-Pipeline study",
+        description=(
+            "The step after MNE-BIDS-Pipeline: read its config file, and for "
+            "every subject fit a model on the forward (or reuse the one saved "
+            "next to it), localize every condition and every cleaned epoch, "
+            "and write the estimates, a JSON sidecar and the report entries "
+            "next to the pipeline's derivatives. Subjects run in parallel on "
+            "the config's engine (joblib or Dask); up-to-date subjects are "
+            "skipped. The exit status is 0 only if every subject succeeded."
+        ),
+    )
+    p.add_argument("--config", required=True, help="MNE-BIDS-Pipeline config file")
+    p.add_argument(
+        "--method",
+        choices=("mxne", "steplista"),
+        default="mxne",
+        help="mxne: StepMxNE (default); steplista: per-sample Step-LISTA",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_parse_alpha_or_sure,
+        default=40.0,
+        help="regularization in %% of alpha_max, or 'sure' (default: 40)",
+    )
+    p.add_argument(
+        "--tol",
+        type=_parse_tol,
+        default="auto",
+        help="relative duality gap, 'auto' (1e-4 for mxne, none for steplista) "
+        "or 'none'",
+    )
+    p.add_argument(
+        "--epochs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also localize every cleaned epoch (default: yes)",
+    )
+    p.add_argument(
+        "--n-jobs", type=int, default=None, help="workers (default: the config's)"
+    )
+    p.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (default: the config's "
+        "parallel_backend; 'dask' starts a local cluster)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=100, help="epochs per file and task"
+    )
+    p.add_argument(
+        "--device", default="auto", help="torch device (default: auto, GPU if any)"
+    )
+    _add_common(p)
+
     names = available_benchmarks()
     p = sub.add_parser(
         "bench",
@@ -989,6 +1075,8 @@ def main(argv=None):
             return _cmd_fit(args)
         if args.command == "apply":
             return _cmd_apply(args)
+        if args.command == "pipeline":
+            return _cmd_pipeline(args)
         return _cmd_bench(args, extra)
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ import pytest
 
 from mne_lista import cli
 
-SUBCOMMANDS = ("demo", "fit", "apply", "bench")
+SUBCOMMANDS = ("demo", "fit", "apply", "pipeline", "bench")
 
 
 def _run_console(*args):
