@@ -13,10 +13,11 @@ its training data (``_simulate``).
 
 import numpy as np
 import torch
-from mne.utils import logger, verbose, warn
+from mne.utils import _validate_type, logger, verbose, warn
 
 from . import _apply, _io, _l21
 from ._docs import fill_doc
+from ._pretrained import set_pretrained
 from ._problem import prepare_problem
 from .networks import NETWORKS, UnrolledISTA, _check_n_layers
 
@@ -42,15 +43,29 @@ class _Estimator:
     _screen = True
 
     def __init__(
-        self, forward, noise_cov, info, *, n_layers, loose, depth, rank, device
+        self,
+        forward,
+        noise_cov,
+        info,
+        *,
+        n_layers,
+        loose,
+        depth,
+        rank,
+        device,
+        pretrained,
     ):
         self.n_layers = _check_n_layers(n_layers)
+        _validate_type(pretrained, bool, "pretrained")
         self.device = _check_device(device)
         self.problem = prepare_problem(
             forward, noise_cov, info, loose=loose, depth=depth, rank=rank
         )
         self.net = self._make_net()
         self.lam_range = None
+        if pretrained:  # the shipped steps (or ISTA, logged, if none)
+            self.lam_range = set_pretrained(self.net, self.network_name)
+        self.pretrained = pretrained and self.lam_range is not None
         self.history_ = None
         self.certificate_ = None
 
@@ -349,6 +364,7 @@ class _Estimator:
             depth=meta.get("depth", 0.8),
             rank=meta.get("rank"),
             device=device,
+            pretrained=False,  # the file's parameters replace any start
             **kwargs,
         )
         _io.check_model_problem(model.problem, arrays["fingerprint"], meta, fname)

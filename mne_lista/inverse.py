@@ -37,6 +37,7 @@ class StepLISTA(_Estimator):
         longer training. If False, plain Step-LISTA (one learned step per
         layer, two gain products per layer and sample), which can diverge on
         samples unlike its training data.
+    %(pretrained)s
     %(verbose)s
 
     Attributes
@@ -46,7 +47,10 @@ class StepLISTA(_Estimator):
     net : UnrolledISTA
         The unrolled network (its steps are the learned parameters).
     lam_range : tuple | None
-        Range of ``lam / alpha_max`` the network was trained on.
+        Range of ``lam / alpha_max`` the network was trained on (by
+        :meth:`fit`, or for the pretrained parameters).
+    pretrained : bool
+        Whether the network started from the shipped pretrained parameters.
     history_ : dict | None
         The training history (after :meth:`fit`).
     certificate_ : dict | None
@@ -76,6 +80,7 @@ class StepLISTA(_Estimator):
         rank=None,
         device="cpu",
         adaptive=True,
+        pretrained=True,
         verbose=None,
     ):
         _validate_type(adaptive, bool, "adaptive")
@@ -89,6 +94,7 @@ class StepLISTA(_Estimator):
             depth=depth,
             rank=rank,
             device=device,
+            pretrained=pretrained,
         )
 
     @property
@@ -118,7 +124,9 @@ class StepLISTA(_Estimator):
         log-uniformly in ``lam_range``; the steps minimize the mean
         normalized Lasso objective ``F(x_T) / F(0)`` of the network's output
         (:func:`mne_lista.training.fit_network`). The defaults need no
-        tuning: the training budget is set from the size of the gain.
+        tuning: the training budget is set from the size of the gain. The
+        training starts from the current parameters: the pretrained ones
+        (``pretrained=True``), which it refines for this forward, or ISTA.
 
         Parameters
         ----------

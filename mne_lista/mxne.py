@@ -55,6 +55,7 @@ class StepMxNE(_Estimator):
     momentum : bool
         Also learn one momentum per layer (untrained, the network is FISTA);
         by default plain Step-LISTA (untrained, it is ISTA).
+    %(pretrained)s
     %(verbose)s
 
     Attributes
@@ -64,7 +65,10 @@ class StepMxNE(_Estimator):
     net : UnrolledISTA
         The unrolled network (float32).
     lam_range : tuple | None
-        Range of ``lam / alpha_max`` the network was trained on.
+        Range of ``lam / alpha_max`` the network was trained on (by
+        :meth:`fit`, or for the pretrained parameters).
+    pretrained : bool
+        Whether the network started from the shipped pretrained parameters.
     history_ : dict | None
         The training history (after :meth:`fit`).
     certificate_ : dict | None
@@ -88,6 +92,7 @@ class StepMxNE(_Estimator):
         rank=None,
         device="cpu",
         momentum=False,
+        pretrained=True,
         verbose=None,
     ):
         _validate_type(momentum, bool, "momentum")
@@ -101,6 +106,7 @@ class StepMxNE(_Estimator):
             depth=depth,
             rank=rank,
             device=device,
+            pretrained=pretrained,
         )
 
     # with tol, the exact solver starts from zero: on the CPU the network in
@@ -142,6 +148,9 @@ class StepMxNE(_Estimator):
         and the loss is the mean over windows of the L21 objective of the
         output divided by its value at zero, ``F(X_T) / F(0)``
         (:func:`mne_lista.training.fit_network`).
+
+        The training starts from the current steps: the pretrained ones
+        (``pretrained=True``), which it refines for this forward, or ISTA.
 
         Parameters
         ----------
