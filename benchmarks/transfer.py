@@ -48,6 +48,7 @@ import torch
 from mne.utils import logger, verbose
 
 from mne_lista import _l21, solvers
+from mne_lista._pretrained import set_pretrained
 from mne_lista.networks import NETWORKS, UnrolledISTA
 from mne_lista.simulation import simulate_data
 from mne_lista.training import _DivergenceGuard, evaluate, normalized_objective
@@ -59,13 +60,17 @@ FORWARDS = {
     "vol10_free_d0.9": ("subset", "volume", 10.0, 1.0, 0.9),
     "surf_loose_d0.8": ("subset", "surface", None, 0.2, 0.8),
     "surf_free_d0.9": ("subset", "surface", None, 1.0, 0.9),
+    "surf_free_d0.5": ("subset", "surface", None, 1.0, 0.5),
     # held out
     "vol7_free_d0.9": ("subset", "volume", 7.0, 1.0, 0.9),
     "surf_fixed_d0.8": ("subset", "surface", None, 0.0, 0.8),
     "demo12_free_d0.9": ("demo", "volume", 12.0, 1.0, 0.9),
     "surf_loose_d0.6": ("subset", "surface", None, 0.2, 0.6),
 }
-TRAIN = ("demo10_free_d0.8", "vol10_free_d0.9", "surf_loose_d0.8", "surf_free_d0.9")
+#: the training forwards: depths 0.5 to 0.9 (a first run on 0.8-0.9 only,
+#: with surf_free_d0.9 instead of surf_free_d0.5, gave plain steps that
+#: diverge at depth 0.6: README)
+TRAIN = ("demo10_free_d0.8", "vol10_free_d0.9", "surf_loose_d0.8", "surf_free_d0.5")
 HELD_OUT = ("vol7_free_d0.9", "surf_fixed_d0.8", "demo12_free_d0.9", "surf_loose_d0.6")
 T = 20
 FISTA_ITERS = (5, 10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 400)
@@ -203,6 +208,15 @@ def subopt(net, problem, M, lam, f_star):
 # --- joint training ---------------------------------------------------------
 
 
+def _check_data(network, problem):
+    """The estimator's check data of pretrained steps without safeguard."""
+    if network == "mxne":
+        from mne_lista.mxne import _check_windows
+
+        return _check_windows(problem)
+    return simulate_data(problem, 64, random_state=0)
+
+
 def make_net(network, problem):
     return UnrolledISTA(problem, T, **NETWORKS[NET_NAMES[network]])
 
@@ -269,10 +283,12 @@ def train_joint(nets, data, val, *, n_epochs, batch_size, lr, patience, seed):
         logger.info(f"    epoch {epoch}: validation loss / ISTA {v:.5f}")
         if v < best:
             best, best_state, bad = v, [p.detach().clone() for p in params], 0
-        else:
+        else:  # back to the best parameters, fresh moments, smaller lr
             bad += 1
-            for group in opt.param_groups:
-                group["lr"] /= 2.0
+            with torch.no_grad():
+                for p, b in zip(params, best_state):
+                    p.copy_(b)
+            guard.restart(2.0 if np.isfinite(v) and v < 1.5 * best else 4.0)
         if bad >= patience:
             break
     with torch.no_grad():
@@ -310,8 +326,9 @@ def trained_reference(network, fwd_name, seed, quick=False):
 
 @verbose
 def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
-        n_epochs=8, quick=False, cache=None, seed=0, verbose=None):  # fmt: skip
-    """Train jointly on :data:`TRAIN`, measure on :data:`HELD_OUT`.
+        n_epochs=8, train=TRAIN, quick=False, cache=None, seed=0,
+        verbose=None):  # fmt: skip
+    """Train jointly on ``train``, measure on :data:`HELD_OUT`.
 
     ``quick``: two cheap held-out forwards and tiny trainings (a smoke run).
     """
@@ -319,7 +336,7 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
     held_out = HELD_OUT[1:3] if quick else HELD_OUT
     if quick:
         n_train, n_val, n_test, n_epochs = 32, 16, 10, 1
-    problems = {name: make_problem(name) for name in TRAIN + held_out}
+    problems = {name: make_problem(name) for name in train + held_out}
     logger.info("problems: " + ", ".join(
         f"{k} {tuple(p.gain.shape)}" for k, (p, _) in problems.items()))  # fmt: skip
     sim = {
@@ -327,9 +344,9 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
             _simulate(network, problems[name][0], n_train, seed + 1 + 10 * i),
             _simulate(network, problems[name][0], n_val, seed + 2 + 10 * i),
         )
-        for i, name in enumerate(TRAIN)
+        for i, name in enumerate(train)
     }
-    results = dict(network=network, T=T, train=list(TRAIN), held_out=list(held_out),
+    results = dict(network=network, T=T, train=list(train), held_out=list(held_out),
                    n_train=n_train, n_val=n_val, n_epochs=n_epochs,
                    lam_range=[0.1, 0.8], params={}, forwards={})  # fmt: skip
     # the references r_t of every forward (ISTA's mean log support)
@@ -343,8 +360,8 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
             refs[name] = net.log_ref_support.double().numpy()
     shared = None
     if refs:
-        r = np.array([refs[n] for n in TRAIN])
-        logp = np.array([np.log(problems[n][0].n_positions) for n in TRAIN])
+        r = np.array([refs[n] for n in train])
+        logp = np.array([np.log(problems[n][0].n_positions) for n in train])
         shared = dict(abs=r.mean(0), rel=(r - logp[:, None]).mean(0))
         results["log_ref_support"] = {k: v.tolist() for k, v in refs.items()}
         results["n_positions"] = {k: p.n_positions for k, (p, _) in problems.items()}
@@ -352,13 +369,13 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
     learned = {}
     for kind in kinds:
         nets = []
-        for name in TRAIN:
+        for name in train:
             net = make_net(network, problems[name][0])
             set_reference(net, kind, shared, *sim[name][1])
             nets.append(net)
         logger.info(f"joint training ({kind})")
         hist = train_joint(
-            nets, [sim[n][0] for n in TRAIN], [sim[n][1] for n in TRAIN],
+            nets, [sim[n][0] for n in train], [sim[n][1] for n in train],
             n_epochs=n_epochs, batch_size=16 if network == "lista" else 8,
             lr=0.05, patience=3, seed=seed,
         )  # fmt: skip
@@ -379,13 +396,18 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
         nets = dict(ista=make_net(network, problem), trained=trained)
         for kind, state in learned.items():
             net = make_net(network, problem)
-            with torch.no_grad():
-                for k, v in state.items():
-                    if k != "log_ref_support":
+            if kind == "ref":  # r_t measured on this forward's data
+                with torch.no_grad():
+                    for k, v in state.items():
                         getattr(net, k).copy_(torch.as_tensor(v))
-            if net.step_rule == "support":
                 M, lam = _simulate(network, problem, n_val, seed + 7)
                 set_reference(net, kind, shared, M, lam)
+            else:  # as the estimators do (with their check, if any)
+                ok = set_pretrained(
+                    net, NET_NAMES[network], entry=pretrained_entry(results, kind),
+                    check_data=partial(_check_data, network, problem),
+                )  # fmt: skip
+                res.setdefault("reset_to_ista", {})[kind] = ok is None
             nets[f"pretrained_{kind}"] = net
         for set_name, (M, lam) in test_sets(network, problem, evoked, n_test,
                                             seed).items():  # fmt: skip
@@ -421,6 +443,11 @@ def _cached_fit(network, name, seed, cache, quick):
     return net, fit_time
 
 
+def _fmt(k):
+    """FISTA iterations matched: below FISTA's first checkpoint reads '<5'."""
+    return f"{k:.0f}" if np.isfinite(k) else ("<5" if np.isnan(k) else ">max")
+
+
 def table(results):
     lines = [f"== {results['network']}: FISTA iterations matched at T={T} "
              "(ISTA / pretrained / trained on that forward, ratio)"]  # fmt: skip
@@ -429,12 +456,12 @@ def table(results):
         for set_name, r in res["sets"].items():
             pre = [k for k in r if k.startswith("pretrained")]
             cells = " ".join(
-                f"{k[11:]}={r[k]['fista_at']:.0f} ({100 * r[k]['ratio']:.0f}%)"
+                f"{k[11:]}={_fmt(r[k]['fista_at'])} ({100 * r[k]['ratio']:.0f}%)"
                 for k in pre
             )
             lines.append(
-                f"  {set_name:9s} ISTA {r['ista']['fista_at']:5.1f}  trained "
-                f"{r['trained']['fista_at']:5.1f}  pretrained {cells}"
+                f"  {set_name:9s} ISTA {_fmt(r['ista']['fista_at']):>4s}  trained "
+                f"{_fmt(r['trained']['fista_at']):>4s}  pretrained {cells}"
             )
     return "\n".join(lines)
 
@@ -481,6 +508,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--network", choices=list(NET_NAMES), default="lista")
     parser.add_argument("--params", nargs="+", choices=PARAMS, default=list(PARAMS))
+    parser.add_argument("--train", nargs="+", choices=list(FORWARDS), default=None,
+                        help="training forwards (default: TRAIN)")  # fmt: skip
     parser.add_argument("--n-train", type=int, default=384)
     parser.add_argument("--n-epochs", type=int, default=8)
     parser.add_argument("--n-test", type=int, default=150)
@@ -502,6 +531,7 @@ def main(argv=None):
     else:
         results = run(args.network, params=tuple(args.params), n_train=args.n_train,
                       n_epochs=args.n_epochs, n_test=args.n_test, quick=args.quick,
+                      train=tuple(args.train or TRAIN),
                       cache=args.cache, seed=args.seed)  # fmt: skip
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,9 @@ class _Estimator:
         self.net = self._make_net()
         self.lam_range = None
         if pretrained:  # the shipped steps (or ISTA, logged, if none)
-            self.lam_range = set_pretrained(self.net, self.network_name)
+            self.lam_range = set_pretrained(
+                self.net, self.network_name, check_data=self._pretrained_check_data
+            )
         self.pretrained = pretrained and self.lam_range is not None
         self.history_ = None
         self.certificate_ = None
@@ -74,6 +76,11 @@ class _Estimator:
     @property
     def network_name(self):
         """The name of the network in model files (see :data:`NETWORKS`)."""
+        raise NotImplementedError
+
+    def _pretrained_check_data(self):
+        """A few training-like problems ``(M, lam)`` on which pretrained steps
+        without a safeguard must beat ISTA (see :func:`set_pretrained`)."""
         raise NotImplementedError
 
     def _make_net(self, dtype=torch.float32):

@@ -68,14 +68,21 @@ def read_pretrained(network=None):
 
 
 @torch.no_grad()
-def set_pretrained(net, network):
+def set_pretrained(net, network, *, check_data=None, entry=None):
     """Start ``net`` from the shipped parameters of ``network``, in place.
 
     Returns the ``lam_range`` they were trained on, or None when nothing is
     shipped for that network and number of layers: the network is then left
     as it is (ISTA), and the reason is logged.
+
+    A network without safeguard (``safeguard='none'``) can diverge where its
+    steps are too large for the forward: ``check_data() -> (M, lam)`` gives
+    a few training-like problems on each of which the pretrained network
+    must do at least as well as ISTA, or it is reset to ISTA (logged).
+    Safeguarded networks never increase the objective: no check.
+    ``entry``: parameters to use instead of the shipped ones (benchmarks).
     """
-    entry = read_pretrained(network)
+    entry = read_pretrained(network) if entry is None else entry
     if entry is None or entry["n_layers"] != net.n_layers:
         what = "this network" if entry is None else f"{net.n_layers} layers"
         shipped = "" if entry is None else f" (shipped: {entry['n_layers']} layers)"
@@ -93,9 +100,26 @@ def set_pretrained(net, network):
             n_positions
         )
         net.log_ref_support.copy_(torch.as_tensor(ref, dtype=dtype))
+    if net.safeguard == "none" and check_data is not None:
+        from .training import _as_data, normalized_objective
+
+        M, lam = _as_data(net, *check_data(), "M")
+        f_pre = normalized_objective(net, M, lam)
+        start = {k: v.clone() for k, v in net.named_parameters()}
+        net.log_steps.zero_()  # ISTA (or FISTA with momentum)
+        n_worse = int((~(f_pre <= normalized_objective(net, M, lam))).sum())
+        if n_worse:
+            logger.info(
+                f"    {network}: the pretrained steps do worse than ISTA on "
+                f"{n_worse} of {M.shape[1]} simulated problems of this forward "
+                "(they diverge here): the network starts as ISTA; call fit() "
+                "to train it"
+            )
+            return None
+        for name, value in start.items():
+            getattr(net, name).copy_(value)
     logger.info(
-        f"    {network}: pretrained steps (mne-lista "
-        f"{_read_file()['mne_lista_version']}, trained on "
+        f"    {network}: pretrained steps (trained on "
         f"{len(entry['training']['forwards'])} forwards), no fit() needed"
     )
     return tuple(float(v) for v in entry["lam_range"])

@@ -101,6 +101,11 @@ class StepLISTA(_Estimator):
     def network_name(self):
         return "BacktrackStepLISTANet" if self.adaptive else "StepLISTANet"
 
+    def _pretrained_check_data(self):
+        from .simulation import simulate_data
+
+        return simulate_data(self.problem, 64, random_state=0)
+
     @verbose
     @fill_doc
     def fit(
@@ -405,9 +410,11 @@ def step_lista(
 
     Like :func:`mne.inverse_sparse.mixed_norm` but each time sample is a
     (group) Lasso solved by a Step-LISTA network: a new model is built from
-    ``forward`` and ``noise_cov`` and trained with :meth:`StepLISTA.fit`
-    (unsupervised, on simulated sources), unless a trained ``model`` is
-    given; then it is applied with :meth:`StepLISTA.apply`.
+    ``forward`` and ``noise_cov`` (with the pretrained steps, see
+    :class:`StepLISTA`; trained with :meth:`StepLISTA.fit` only with
+    ``fit_params`` or when no pretrained steps exist for its number of
+    layers), unless a ``model`` is given; then it is applied with
+    :meth:`StepLISTA.apply`.
 
     Parameters
     ----------
@@ -435,7 +442,9 @@ def step_lista(
         For a new model: per-sample steps with backtracking (default), or
         plain Step-LISTA (False); see :class:`StepLISTA`.
     fit_params : dict | None
-        Keyword arguments of :meth:`StepLISTA.fit` for a new model.
+        For a new model: train it with :meth:`StepLISTA.fit` with these
+        keyword arguments (``{}``: its defaults); None uses the pretrained
+        steps without training.
     %(verbose)s
 
     Returns
@@ -459,7 +468,8 @@ def step_lista(
             device=device,
             adaptive=adaptive,
         )
-        model.fit(**(fit_params or {}))
+        if fit_params is not None or not model.pretrained:
+            model.fit(**(fit_params or {}))
     else:
         _validate_type(model, StepLISTA, "model")
         if forward is not None or noise_cov is not None:

@@ -109,6 +109,9 @@ class StepMxNE(_Estimator):
             pretrained=pretrained,
         )
 
+    def _pretrained_check_data(self):
+        return _check_windows(self.problem)
+
     # with tol, the exact solver starts from zero: on the CPU the network in
     # front (screening, first working set) cost more than it saved (README)
     _screen = False
@@ -659,6 +662,15 @@ def _training_windows(problem, n, *, n_components, random_state, **kwargs):
     G = problem.gain_tensor("cpu", torch.float64)
     lam = torch.as_tensor(sim["lam_frac"]) * _l21.alpha_max(G, M, problem.n_orient)
     return M, lam
+
+
+def _check_windows(problem):
+    """64 windows like those of the default fit(): pretrained steps must do
+    as well as ISTA on each (:func:`mne_lista._pretrained.set_pretrained`)."""
+    return _training_windows(
+        problem, 64, n_components=4, lam_range=(0.1, 0.8), n_times=30,
+        n_sources=(1, 5), snr=(-6.0, 14.0), extent=0.0, random_state=0,
+    )  # fmt: skip
 
 
 @verbose
