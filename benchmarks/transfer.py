@@ -26,13 +26,17 @@ forwards are compared (``--params``):
 The metric is that of ``benchmarks/step_lista.py``: the mean relative
 suboptimality ``(F(z_T) - F*) / F(0)`` at ``T = 20`` on held-out test sets,
 given as the number of FISTA iterations that reach it ("FISTA@k", log-log
-interpolation of FISTA's curve); ``F*`` from the certified solvers
-(:func:`mne_lista.solve_lasso` per sample, :func:`mne_lista.solvers.solve_mxne`
-for windows). ``--network mxne`` does the same for the ``StepMxNE()``
-network (one step per layer, L21 problems on ``time_pca`` windows).
+interpolation of FISTA's curve); ``F*`` from the certified working-set
+solver :func:`mne_lista.solvers.solve_mxne` (a per-sample problem is a window
+of one column). ``--network mxne`` does the same for the ``StepMxNE()``
+network (one step per layer, L21 problems on ``time_pca`` windows). The
+pretrained parameters (``abs``, ``rel``, ``steps``) are set on the held-out
+networks as the estimators set them
+(:func:`mne_lista._pretrained.set_pretrained`), with the check that resets
+unsafeguarded steps to ISTA where they do worse than ISTA.
 
 ``--write-pretrained PATH`` writes the jointly trained parameters as the
-package's pretrained file (:func:`mne_lista.pretrained.write_pretrained`).
+package's pretrained file (:func:`mne_lista._pretrained.write_pretrained`).
 Writes ``transfer_<network>.json`` into ``--out``; the published run is in
 ``docs/bench/``. Run ``python benchmarks/transfer.py --help``.
 """
@@ -46,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mne.utils import logger, verbose
+from step_lista import _match as match  # FISTA iterations matched
 
 from mne_lista import _l21, solvers
 from mne_lista._pretrained import set_pretrained
@@ -182,19 +187,6 @@ def fista_curve(problem, M, lam, f_star, iters=FISTA_ITERS):
             f = _rel(problem.gain, M, Z.double(), lam, problem.n_orient)
             out[k] = float(np.mean(f - f_star))
     return out
-
-
-def match(curve, value):
-    """FISTA iterations reaching ``value`` (log-log interpolation)."""
-    ks = np.array(sorted(curve), float)
-    vs = np.array([curve[int(k)] for k in ks])
-    if value >= vs[0]:
-        return float(ks[0]) * float(value == vs[0]) or float("nan")
-    if value < vs[-1]:
-        return float("inf")
-    i = np.flatnonzero(vs <= value)[0]
-    x0, x1, y0, y1 = np.log(ks[i - 1]), np.log(ks[i]), np.log(vs[i - 1]), np.log(vs[i])
-    return float(np.exp(x0 + (np.log(value) - y0) * (x1 - x0) / (y1 - y0)))
 
 
 @torch.no_grad()
