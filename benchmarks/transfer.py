@@ -291,8 +291,11 @@ def train_joint(nets, data, val, *, n_epochs, batch_size, lr, patience, seed):
     return dict(val_loss=hist, best_val_over_ista=best, time=time.time() - t0)
 
 
-def trained_reference(network, fwd_name, seed, quick=False):
-    """The estimator's default ``fit()`` on that forward: (net, fit time)."""
+def trained_reference(network, fwd_name, seed, quick=False, pretrained=False):
+    """The estimator's default ``fit()`` on that forward: (net, fit time).
+
+    From ISTA, or with ``pretrained`` from the package's shipped parameters.
+    """
     from mne_lista import StepLISTA, StepMxNE
     from mne_lista._demo import make_demo_head
     from mne_lista.datasets import make_subset_forward, read_subset
@@ -307,7 +310,7 @@ def trained_reference(network, fwd_name, seed, quick=False):
         fwd = make_subset_forward(info, kind=kind, pos=pos or 7.0, verbose=False)
     cls = StepMxNE if network == "mxne" else StepLISTA
     model = cls(fwd, cov, info, n_layers=T, loose=loose, depth=depth,
-                pretrained=False)  # fmt: skip
+                pretrained=pretrained)  # fmt: skip
     t0 = time.perf_counter()
     quick_kw = dict(n_epochs=1) if quick else {}
     if quick:
@@ -318,11 +321,13 @@ def trained_reference(network, fwd_name, seed, quick=False):
 
 @verbose
 def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
-        n_epochs=8, train=TRAIN, quick=False, cache=None, seed=0,
+        n_epochs=8, train=TRAIN, refine=False, quick=False, cache=None, seed=0,
         verbose=None):  # fmt: skip
     """Train jointly on ``train``, measure on :data:`HELD_OUT`.
 
-    ``quick``: two cheap held-out forwards and tiny trainings (a smoke run).
+    ``refine``: also the estimator's default ``fit()`` from the package's
+    shipped parameters (``fit()`` refines them). ``quick``: two cheap held-out
+    forwards and tiny trainings (a smoke run).
     """
     cache = Path(cache) if cache is not None else None
     held_out = HELD_OUT[1:3] if quick else HELD_OUT
@@ -386,6 +391,10 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
         trained, fit_time = _cached_fit(network, name, seed, cache, quick)
         res["fit_time"] = fit_time
         nets = dict(ista=make_net(network, problem), trained=trained)
+        if refine:  # fit() from the shipped parameters
+            nets["refined"], res["refine_time"] = _cached_fit(
+                network, name, seed, cache, quick, pretrained=True
+            )
         for kind, state in learned.items():
             net = make_net(network, problem)
             if kind == "ref":  # r_t measured on this forward's data
@@ -419,16 +428,17 @@ def run(network="lista", *, params=PARAMS, n_train=384, n_val=96, n_test=150,
     return results
 
 
-def _cached_fit(network, name, seed, cache, quick):
+def _cached_fit(network, name, seed, cache, quick, pretrained=False):
     """The trained-on-that-forward network, from the cache folder if there."""
-    fname = None if cache is None else cache / f"fit_{network}_{name}_{seed}.pt"
+    tag = "_refined" if pretrained else ""
+    fname = None if cache is None else cache / f"fit_{network}_{name}_{seed}{tag}.pt"
     if fname is not None and fname.is_file() and not quick:
         blob = torch.load(fname)
         problem = make_problem(name)[0]
         net = make_net(network, problem)
         net.load_state_dict(blob["state"])
         return net.eval(), blob["fit_time"]
-    net, fit_time = trained_reference(network, name, seed, quick)
+    net, fit_time = trained_reference(network, name, seed, quick, pretrained)
     if fname is not None and not quick:
         fname.parent.mkdir(parents=True, exist_ok=True)
         torch.save(dict(state=net.state_dict(), fit_time=fit_time), fname)
@@ -451,6 +461,8 @@ def table(results):
                 f"{k[11:]}={_fmt(r[k]['fista_at'])} ({100 * r[k]['ratio']:.0f}%)"
                 for k in pre
             )
+            if "refined" in r:
+                cells += f"  refined by fit() {_fmt(r['refined']['fista_at'])}"
             lines.append(
                 f"  {set_name:9s} ISTA {_fmt(r['ista']['fista_at']):>4s}  trained "
                 f"{_fmt(r['trained']['fista_at']):>4s}  pretrained {cells}"
@@ -506,6 +518,8 @@ def main(argv=None):
     parser.add_argument("--n-epochs", type=int, default=8)
     parser.add_argument("--n-test", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="smoke run")
+    parser.add_argument("--refine", action="store_true",
+                        help="also fit() from the shipped parameters")  # fmt: skip
     parser.add_argument("--cache", default=None, help="folder for trained nets")
     parser.add_argument("--out", default=".")
     parser.add_argument("--from-json", default=None,
@@ -523,7 +537,7 @@ def main(argv=None):
     else:
         results = run(args.network, params=tuple(args.params), n_train=args.n_train,
                       n_epochs=args.n_epochs, n_test=args.n_test, quick=args.quick,
-                      train=tuple(args.train or TRAIN),
+                      train=tuple(args.train or TRAIN), refine=args.refine,
                       cache=args.cache, seed=args.seed)  # fmt: skip
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
