@@ -2,7 +2,9 @@
 :class:`~mne_lista.StepMxNE`.
 
 It owns what both do the same way: the problem built from forward + noise
-covariance + info, the network on a device, the training on simulated data,
+covariance + info, the network on a device (started from the shipped
+pretrained parameters, :mod:`mne_lista._pretrained`), the training on
+simulated data,
 the network-only :meth:`solve`, the MNE glue of :meth:`apply` /
 :meth:`apply_epochs` (:mod:`mne_lista._apply`), the certificate, the alpha
 range check and the model files (:mod:`mne_lista._io`). A subclass says
@@ -79,8 +81,9 @@ class _Estimator:
         raise NotImplementedError
 
     def _pretrained_check_data(self):
-        """A few training-like problems ``(M, lam)`` on which pretrained steps
-        without a safeguard must beat ISTA (see :func:`set_pretrained`)."""
+        """Training-like problems ``(M, lam)`` on each of which pretrained
+        steps without a safeguard must do as well as ISTA (see
+        :func:`~mne_lista._pretrained.set_pretrained`)."""
         raise NotImplementedError
 
     def _make_net(self, dtype=torch.float32):
