@@ -21,6 +21,16 @@ rank : None | 'info' | 'full' | dict
 device : str | torch.device
     Where to run the network ('cpu', 'cuda', 'cuda:1', ...)."""
 
+docdict["pretrained"] = """\
+pretrained : bool
+    If True (default), the network starts from the parameters shipped with
+    the package (``mne_lista/data/pretrained.json``: steps trained once over
+    many forward models, which transfer to others, see the README), so that
+    :meth:`apply` needs no :meth:`fit`; :meth:`fit` refines them for this
+    forward. Without shipped parameters for this network and number of
+    layers, or with False, the network starts as ISTA (steps ``1/L``) and
+    should be trained with :meth:`fit`."""
+
 docdict["alpha"] = """\
 alpha : float | 'sure'
     Regularization in [0, 100), in %% of alpha_max (the smallest

@@ -2,7 +2,9 @@
 :class:`~mne_lista.StepMxNE`.
 
 It owns what both do the same way: the problem built from forward + noise
-covariance + info, the network on a device, the training on simulated data,
+covariance + info, the network on a device (started from the shipped
+pretrained parameters, :mod:`mne_lista._pretrained`), the training on
+simulated data,
 the network-only :meth:`solve`, the MNE glue of :meth:`apply` /
 :meth:`apply_epochs` (:mod:`mne_lista._apply`), the certificate, the alpha
 range check and the model files (:mod:`mne_lista._io`). A subclass says
@@ -13,10 +15,11 @@ its training data (``_simulate``).
 
 import numpy as np
 import torch
-from mne.utils import logger, verbose, warn
+from mne.utils import _validate_type, logger, verbose, warn
 
 from . import _apply, _io, _l21
 from ._docs import fill_doc
+from ._pretrained import set_pretrained
 from ._problem import prepare_problem
 from .networks import NETWORKS, UnrolledISTA, _check_n_layers
 
@@ -42,15 +45,31 @@ class _Estimator:
     _screen = True
 
     def __init__(
-        self, forward, noise_cov, info, *, n_layers, loose, depth, rank, device
+        self,
+        forward,
+        noise_cov,
+        info,
+        *,
+        n_layers,
+        loose,
+        depth,
+        rank,
+        device,
+        pretrained,
     ):
         self.n_layers = _check_n_layers(n_layers)
+        _validate_type(pretrained, bool, "pretrained")
         self.device = _check_device(device)
         self.problem = prepare_problem(
             forward, noise_cov, info, loose=loose, depth=depth, rank=rank
         )
         self.net = self._make_net()
         self.lam_range = None
+        if pretrained:  # the shipped steps (or ISTA, logged, if none)
+            self.lam_range = set_pretrained(
+                self.net, self.network_name, check_data=self._pretrained_check_data
+            )
+        self.pretrained = pretrained and self.lam_range is not None
         self.history_ = None
         self.certificate_ = None
 
@@ -59,6 +78,12 @@ class _Estimator:
     @property
     def network_name(self):
         """The name of the network in model files (see :data:`NETWORKS`)."""
+        raise NotImplementedError
+
+    def _pretrained_check_data(self):
+        """Training-like problems ``(M, lam)`` on each of which pretrained
+        steps without a safeguard must do as well as ISTA (see
+        :func:`~mne_lista._pretrained.set_pretrained`)."""
         raise NotImplementedError
 
     def _make_net(self, dtype=torch.float32):
@@ -349,6 +374,7 @@ class _Estimator:
             depth=meta.get("depth", 0.8),
             rank=meta.get("rank"),
             device=device,
+            pretrained=False,  # the file's parameters replace any start
             **kwargs,
         )
         _io.check_model_problem(model.problem, arrays["fingerprint"], meta, fname)

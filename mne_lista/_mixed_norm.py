@@ -156,8 +156,15 @@ def mixed_norm(
             )
         evoked = evoked[0]
     _validate_type(evoked, Evoked, "evoked")
-    est = StepMxNE(
-        forward, noise_cov, evoked.info, n_layers=1, loose=loose, depth=depth, rank=rank
+    est = StepMxNE(  # the exact solver only: no network steps needed
+        forward,
+        noise_cov,
+        evoked.info,
+        n_layers=1,
+        loose=loose,
+        depth=depth,
+        rank=rank,
+        pretrained=False,
     )
     out = est.apply(
         evoked,

@@ -382,6 +382,7 @@ def _cmd_demo(args):
     res = run_demo(
         out_dir=args.out,
         quick=args.quick,
+        train=args.train,
         random_state=args.seed,
         alpha=args.alpha,
         verbose=None if not args.quiet else False,
@@ -812,8 +813,9 @@ def build_parser():
         description=(
             "Simulate a few dipoles on a SYNTHETIC head built from what MNE "
             "ships (spherical conductor, Vectorview-like 306-channel MEG "
-            "array on MNE's Neuromag helmet surface, volume source grid), fit "
-            "Step-LISTA on it, localize, and compare Step-LISTA, FISTA and "
+            "array on MNE's Neuromag helmet surface, volume source grid), "
+            "localize with Step-LISTA (its pretrained steps, no training; "
+            "--train refines them on the demo head), and compare it, FISTA and "
             "MNE's mixed_norm (wall time, localization error against the "
             "simulated truth). Writes PNG figures to --out."
         ),
@@ -826,7 +828,12 @@ def build_parser():
     p.add_argument(
         "--quick",
         action="store_true",
-        help="coarse grid, small training: seconds instead of minutes (tests)",
+        help="coarse grid (and with --train, small training): for tests",
+    )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="refine the pretrained steps on the demo head (fit(): minutes)",
     )
     p.add_argument(
         "--alpha",

@@ -37,6 +37,7 @@ class StepLISTA(_Estimator):
         longer training. If False, plain Step-LISTA (one learned step per
         layer, two gain products per layer and sample), which can diverge on
         samples unlike its training data.
+    %(pretrained)s
     %(verbose)s
 
     Attributes
@@ -46,7 +47,10 @@ class StepLISTA(_Estimator):
     net : UnrolledISTA
         The unrolled network (its steps are the learned parameters).
     lam_range : tuple | None
-        Range of ``lam / alpha_max`` the network was trained on.
+        Range of ``lam / alpha_max`` the network was trained on (by
+        :meth:`fit`, or for the pretrained parameters).
+    pretrained : bool
+        Whether the network started from the shipped pretrained parameters.
     history_ : dict | None
         The training history (after :meth:`fit`).
     certificate_ : dict | None
@@ -76,6 +80,7 @@ class StepLISTA(_Estimator):
         rank=None,
         device="cpu",
         adaptive=True,
+        pretrained=True,
         verbose=None,
     ):
         _validate_type(adaptive, bool, "adaptive")
@@ -89,11 +94,17 @@ class StepLISTA(_Estimator):
             depth=depth,
             rank=rank,
             device=device,
+            pretrained=pretrained,
         )
 
     @property
     def network_name(self):
         return "BacktrackStepLISTANet" if self.adaptive else "StepLISTANet"
+
+    def _pretrained_check_data(self):
+        from .simulation import simulate_data
+
+        return simulate_data(self.problem, 64, random_state=0)
 
     @verbose
     @fill_doc
@@ -118,7 +129,9 @@ class StepLISTA(_Estimator):
         log-uniformly in ``lam_range``; the steps minimize the mean
         normalized Lasso objective ``F(x_T) / F(0)`` of the network's output
         (:func:`mne_lista.training.fit_network`). The defaults need no
-        tuning: the training budget is set from the size of the gain.
+        tuning: the training budget is set from the size of the gain. The
+        training starts from the current parameters: the pretrained ones
+        (``pretrained=True``), which it refines for this forward, or ISTA.
 
         Parameters
         ----------
@@ -397,9 +410,11 @@ def step_lista(
 
     Like :func:`mne.inverse_sparse.mixed_norm` but each time sample is a
     (group) Lasso solved by a Step-LISTA network: a new model is built from
-    ``forward`` and ``noise_cov`` and trained with :meth:`StepLISTA.fit`
-    (unsupervised, on simulated sources), unless a trained ``model`` is
-    given; then it is applied with :meth:`StepLISTA.apply`.
+    ``forward`` and ``noise_cov`` (with the pretrained steps, see
+    :class:`StepLISTA`; trained with :meth:`StepLISTA.fit` only with
+    ``fit_params`` or when no pretrained steps exist for its number of
+    layers), unless a ``model`` is given; then it is applied with
+    :meth:`StepLISTA.apply`.
 
     Parameters
     ----------
@@ -427,7 +442,9 @@ def step_lista(
         For a new model: per-sample steps with backtracking (default), or
         plain Step-LISTA (False); see :class:`StepLISTA`.
     fit_params : dict | None
-        Keyword arguments of :meth:`StepLISTA.fit` for a new model.
+        For a new model: train it with :meth:`StepLISTA.fit` with these
+        keyword arguments (``{}``: its defaults); None uses the pretrained
+        steps without training.
     %(verbose)s
 
     Returns
@@ -451,7 +468,8 @@ def step_lista(
             device=device,
             adaptive=adaptive,
         )
-        model.fit(**(fit_params or {}))
+        if fit_params is not None or not model.pretrained:
+            model.fit(**(fit_params or {}))
     else:
         _validate_type(model, StepLISTA, "model")
         if forward is not None or noise_cov is not None:

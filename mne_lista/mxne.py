@@ -55,6 +55,7 @@ class StepMxNE(_Estimator):
     momentum : bool
         Also learn one momentum per layer (untrained, the network is FISTA);
         by default plain Step-LISTA (untrained, it is ISTA).
+    %(pretrained)s
     %(verbose)s
 
     Attributes
@@ -64,7 +65,10 @@ class StepMxNE(_Estimator):
     net : UnrolledISTA
         The unrolled network (float32).
     lam_range : tuple | None
-        Range of ``lam / alpha_max`` the network was trained on.
+        Range of ``lam / alpha_max`` the network was trained on (by
+        :meth:`fit`, or for the pretrained parameters).
+    pretrained : bool
+        Whether the network started from the shipped pretrained parameters.
     history_ : dict | None
         The training history (after :meth:`fit`).
     certificate_ : dict | None
@@ -88,6 +92,7 @@ class StepMxNE(_Estimator):
         rank=None,
         device="cpu",
         momentum=False,
+        pretrained=True,
         verbose=None,
     ):
         _validate_type(momentum, bool, "momentum")
@@ -101,7 +106,11 @@ class StepMxNE(_Estimator):
             depth=depth,
             rank=rank,
             device=device,
+            pretrained=pretrained,
         )
+
+    def _pretrained_check_data(self):
+        return _check_windows(self.problem)
 
     # with tol, the exact solver starts from zero: on the CPU the network in
     # front (screening, first working set) cost more than it saved (README)
@@ -142,6 +151,9 @@ class StepMxNE(_Estimator):
         and the loss is the mean over windows of the L21 objective of the
         output divided by its value at zero, ``F(X_T) / F(0)``
         (:func:`mne_lista.training.fit_network`).
+
+        The training starts from the current steps: the pretrained ones
+        (``pretrained=True``), which it refines for this forward, or ISTA.
 
         Parameters
         ----------
@@ -650,6 +662,15 @@ def _training_windows(problem, n, *, n_components, random_state, **kwargs):
     G = problem.gain_tensor("cpu", torch.float64)
     lam = torch.as_tensor(sim["lam_frac"]) * _l21.alpha_max(G, M, problem.n_orient)
     return M, lam
+
+
+def _check_windows(problem):
+    """64 windows like those of the default fit(): pretrained steps must do
+    as well as ISTA on each (:func:`mne_lista._pretrained.set_pretrained`)."""
+    return _training_windows(
+        problem, 64, n_components=4, lam_range=(0.1, 0.8), n_times=30,
+        n_sources=(1, 5), snr=(-6.0, 14.0), extent=0.0, random_state=0,
+    )  # fmt: skip
 
 
 @verbose

@@ -27,7 +27,9 @@
 
 Untrained (all steps ``1/L``, no support scaling), every configuration
 computes ISTA exactly (FISTA with ``momentum=True``). The training is
-separate (:mod:`mne_lista.training`). The networks of the estimators:
+separate (:mod:`mne_lista.training`), and so are the pretrained parameters
+the estimators start from (:mod:`mne_lista._pretrained`). The networks of
+the estimators:
 ``StepLISTA()`` uses ``step_rule='support', safeguard='backtracking'``
 (``adaptive=True``, the default) or the plain ``'layer'``/``'none'``;
 ``StepMxNE()`` the plain one, on windows (``momentum=True`` optional).

@@ -261,7 +261,8 @@ def train(
             f"by less than 0.01 % ({init_val:.6g} -> "
             f"{history['best_val_loss']:.6g}; {history['n_restored']} diverging "
             "steps undone): the network keeps about its initial parameters "
-            "(for Step-LISTA, the ISTA steps 1/L). Try another random_state, "
+            "(the pretrained ones, or the ISTA steps 1/L). Try another "
+            "random_state, "
             "or the adaptive network (the default, StepLISTA(adaptive=True))"
         )
     return history

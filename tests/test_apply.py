@@ -37,15 +37,27 @@ def evoked(evoked_cov):
 
 @pytest.fixture(scope="module")
 def model_vol(evoked, evoked_cov, fwd_vol):
-    return StepLISTA(
-        fwd_vol, evoked_cov[1], evoked.info, n_layers=5, loose=1.0, depth=0.9
+    return StepLISTA(  # untrained (ISTA), deliberately: these tests check the glue
+        fwd_vol,
+        evoked_cov[1],
+        evoked.info,
+        n_layers=5,
+        loose=1.0,
+        depth=0.9,
+        pretrained=False,
     )
 
 
 @pytest.fixture(scope="module")
 def model_fixed(evoked, evoked_cov, fwd_surf):
     model = StepLISTA(
-        fwd_surf, evoked_cov[1], evoked.info, n_layers=30, loose=0.0, depth=0.8
+        fwd_surf,
+        evoked_cov[1],
+        evoked.info,
+        n_layers=30,
+        loose=0.0,
+        depth=0.8,
+        pretrained=False,
     )
     return _float64(model)
 

@@ -98,3 +98,26 @@ def test_extra_configs_are_networks(problem_synth_free, step_lista_bench):
         ref = (fista if config.get("momentum") else ista)(problem, X, lam, 4)
         np.testing.assert_allclose(Z, ref, rtol=1e-9, atol=1e-12, err_msg=name)
         assert stats["products_per_layer"] >= 2.0
+
+
+def test_transfer_joint_training(problem_synth_fixed, problem_synth_free):
+    """benchmarks/transfer.py: one set of parameters, shared by the networks
+    of two forwards, trained on both (never above ISTA on validation)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import transfer
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    problems = (problem_synth_fixed, problem_synth_free)
+    nets = [transfer.make_net("lista", p) for p in problems]
+    data = [transfer._simulate("lista", p, 32, 0, extent=0.0) for p in problems]
+    val = [transfer._simulate("lista", p, 16, 1, extent=0.0) for p in problems]
+    for net, (M, lam) in zip(nets, val):
+        transfer.set_reference(net, "ref", None, M, lam)
+    hist = transfer.train_joint(
+        nets, data, val, n_epochs=2, batch_size=8, lr=0.05, patience=2, seed=0
+    )
+    assert nets[0].log_steps is nets[1].log_steps
+    assert nets[0].support_exp is nets[1].support_exp
+    assert bool(nets[0].log_steps.any())  # moved from the ISTA steps
+    assert hist["best_val_over_ista"] < 1.0

@@ -129,6 +129,7 @@ def test_demo_quick(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--out", str(out), "-q"]) == 0
     stdout = capsys.readouterr().out
     assert "SYNTHETIC" in stdout
+    assert "Step-LISTA steps: pretrained" in stdout  # no training to wait for
     for name in ("Step-LISTA", "FISTA", "mixed_norm", "Step-LISTA + tol=1e-6"):
         assert name in stdout
     pngs = sorted(p.name for p in out.glob("*.png"))

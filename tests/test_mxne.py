@@ -226,7 +226,10 @@ def mxne_model(evoked_cov, fwd_vol):
     from mne_lista.mxne import StepMxNE
 
     evoked, cov = evoked_cov
-    model = StepMxNE(fwd_vol, cov, evoked.info, loose=1.0, depth=0.9, verbose=False)
+    # from ISTA (pretrained=False): the test is about the training
+    model = StepMxNE(
+        fwd_vol, cov, evoked.info, loose=1.0, depth=0.9, pretrained=False, verbose=False
+    )
     model.fit(
         n_windows=8,
         n_val=4,
