@@ -136,7 +136,9 @@ def write_pretrained(fname, networks, *, created_by):
         created_by=created_by,
         networks=networks,
     )
-    with open(fname, "w") as fid:
+    from ._io import atomic_write
+
+    with atomic_write(fname) as tmp, open(tmp, "w") as fid:
         json.dump(content, fid, indent=1)
         fid.write("\n")
     _read_file.cache_clear()
