@@ -33,10 +33,15 @@ _INNER_GAP = 0.01
 _UNION_FRAC = 0.5
 
 
+def _block_sq_norms(Z, n_orient):
+    """(W, k, K) -> squared Frobenius norm of each block of n_orient rows."""
+    W, k, K = Z.shape
+    return (Z.reshape(W, k // n_orient, n_orient * K) ** 2).sum(-1)
+
+
 def _block_norms(Z, n_orient):
     """(W, k, K) -> Frobenius norm of each block of n_orient rows, (W, k / o)."""
-    W, k, K = Z.shape
-    return torch.sqrt((Z.reshape(W, k // n_orient, n_orient * K) ** 2).sum(-1))
+    return torch.sqrt(_block_sq_norms(Z, n_orient))
 
 
 def _reduced_obj_gap(H, b, Z, lam, n_orient, m2):
@@ -370,7 +375,7 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
     again on the full gain, warm started.
     """
     pos = torch.nonzero(alive.any(1)).flatten()
-    cols = (pos[:, None] * n_orient + torch.arange(n_orient, device=D.device)).flatten()
+    cols = _position_rows(pos[None], n_orient)[0]
     sub = dict(kwargs)
     for key, rows in (("Z0", cols), ("priority", pos), ("gain_t_M", cols)):
         if sub[key] is not None:
@@ -413,8 +418,7 @@ def _solve_working_sets(
     prio = torch.where(support, torch.full_like(scores, float("inf")), scores)
     top = torch.topk(prio, k, dim=0).indices.T  # (W, k) positions
     valid = torch.arange(k, device=Z.device)[None] < size[:, None]
-    cols = top[:, :, None] * n_orient + torch.arange(n_orient, device=Z.device)
-    cols = cols.reshape(n_win, k * n_orient)
+    cols = _position_rows(top, n_orient)
     vrows = valid.repeat_interleave(n_orient, 1)  # (W, k * o)
     if gram is None:
         G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
@@ -431,9 +435,10 @@ def _solve_working_sets(
     return out
 
 
-def _position_rows(pos, arange_o):
-    """Rows (w, k * o) of the positions ``pos`` (w, k), ``o = len(arange_o)``."""
-    return (pos[:, :, None] * len(arange_o) + arange_o).reshape(pos.shape[0], -1)
+def _position_rows(pos, n_orient):
+    """Rows (w, k * n_orient) of the positions ``pos`` (w, k)."""
+    arange_o = torch.arange(n_orient, device=pos.device)
+    return (pos[:, :, None] * n_orient + arange_o).reshape(pos.shape[0], -1)
 
 
 def _rows_of(Z, idx, rows):
@@ -486,15 +491,16 @@ def position_lipschitz(D, n_orient):
     return torch.linalg.matrix_norm(blocks, ord=2) ** 2
 
 
-def reweights(Z, n_orient, scale):
-    """irMxNE's weights of the positions of Z: ``2 sqrt(scale ||Z_p||)``, (P, W).
+def reweights(sq, scale):
+    """irMxNE's weights ``2 sqrt(scale ||Z_p||)`` of positions, from their
+    squared norms ``sq = ||Z_p||^2`` (any shape, ``scale`` broadcast to it).
 
     MNE's ``iterative_mixed_norm_solver`` (log penalty / L0.5 quasi-norm,
     ``gprime``), on solutions in MNE's units: ``mixed_norm`` scales the gain
     by ``100 / alpha_max``, its solutions are ours times ``scale =
     alpha_max / 100`` and the weights are not scale-free.
     """
-    return 2.0 * torch.sqrt(scale * torch.sqrt(group_sq_norms(Z, n_orient)))
+    return 2.0 * torch.sqrt(scale * torch.sqrt(sq))
 
 
 # irMxNE's first round decides the supports of all the others (they are
@@ -597,7 +603,6 @@ def solve_irmxne(
         rel_gap[0] = relative_gap(D, M, Z, lam, n_orient).cpu()
     x_tol = tol * f0 / scale.clamp_min(tiny) if x_tol is None else x_tol
     n_rounds = torch.ones(n_win, dtype=torch.long)
-    arange_o = torch.arange(n_orient, device=M.device)
     K = M.shape[2]
     # the weighted rounds only involve each window's support: its positions
     # pos (w, k), their squared norms sq (w, k; 0 = padding) and their rows
@@ -608,7 +613,7 @@ def solve_irmxne(
     n_keep = int((sq_full > 0).sum(0).max()) if len(idx) else 0
     first = torch.topk(sq_full.masked_fill(sq_full <= 0, -1.0), n_keep, dim=0)
     pos, sq = first.indices.T, first.values.T.clamp_min(0.0)
-    X = _rows_of(Z, idx, _position_rows(pos, arange_o))
+    X = _rows_of(Z, idx, _position_rows(pos, n_orient))
     for k in range(1, n_iter):
         if not len(idx):
             break
@@ -618,9 +623,9 @@ def solve_irmxne(
         order = torch.topk(sq.masked_fill(~support, -1.0), n_keep, dim=1).indices
         pos, sq = pos.gather(1, order), sq.gather(1, order)
         valid = torch.arange(n_keep, device=M.device)[None] < size[:, None]
-        X = X.gather(1, _position_rows(order, arange_o)[..., None].expand(-1, -1, K))
-        w_pos = 2.0 * torch.sqrt(scale[idx, None] * torch.sqrt(sq)) * valid
-        cols = _position_rows(pos, arange_o)
+        X = X.gather(1, _position_rows(order, n_orient)[..., None].expand(-1, -1, K))
+        w_pos = reweights(sq, scale[idx, None]) * valid
+        cols = _position_rows(pos, n_orient)
         w_rows = w_pos.repeat_interleave(n_orient, 1)  # (w, k * o), 0 = padding
         G_A = D[:, cols].permute(1, 0, 2) * w_rows[:, None, :]
         H = G_A.mT @ G_A
@@ -647,7 +652,7 @@ def solve_irmxne(
                     break
         X_new = Y * w_rows[..., None]
         rel_gap[k, idx.cpu()] = (gap / f0[idx].clamp_min(tiny)).cpu()
-        sq_new = (X_new.reshape(len(idx), n_keep, -1) ** 2).sum(-1)
+        sq_new = _block_sq_norms(X_new, n_orient)
         # the support can only shrink (the round is restricted to it)
         same_support = ~(valid & (sq_new <= 0)).any(1)
         moved = (X_new - X).abs().amax((1, 2))
@@ -658,5 +663,5 @@ def solve_irmxne(
             _write_rows(Z, idx[stop], cols[stop], X[stop])
             idx, pos, sq, X = idx[~stop], pos[~stop], sq[~stop], X[~stop]
     if len(idx):
-        _write_rows(Z, idx, _position_rows(pos, arange_o), X)
+        _write_rows(Z, idx, _position_rows(pos, n_orient), X)
     return Z, rel_gap, n_rounds
