@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from mne.utils import _validate_type, logger
 
+from ._io import atomic_write
+
 FORMAT_NAME = "mne-lista-pretrained"
 FORMAT_VERSION = 1
 _FNAME = "pretrained.json"
@@ -37,7 +39,8 @@ _FNAME = "pretrained.json"
 def _read_file():
     text = resources.files("mne_lista").joinpath("data", _FNAME).read_text("utf-8")
     content = json.loads(text)
-    if content.get("format") != FORMAT_NAME or content.get("format_version") != 1:
+    fmt = (content.get("format"), content.get("format_version"))
+    if fmt != (FORMAT_NAME, FORMAT_VERSION):
         raise RuntimeError(f"mne_lista/data/{_FNAME} is not a {FORMAT_NAME} file")
     return content
 
@@ -136,8 +139,6 @@ def write_pretrained(fname, networks, *, created_by):
         created_by=created_by,
         networks=networks,
     )
-    from ._io import atomic_write
-
     with atomic_write(fname) as tmp, open(tmp, "w") as fid:
         json.dump(content, fid, indent=1)
         fid.write("\n")
