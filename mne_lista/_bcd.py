@@ -13,8 +13,7 @@ from ._l21 import (
     as_lam,
     check_windows,
     gain_t_times,
-    gain_times,
-    gap_from_residual,
+    gap_from_sums,
     group_sq_norms,
     init_sources,
     relative_gap,
@@ -89,46 +88,40 @@ def _bcd(H, b, Z, lam, n_orient, lips, m2, tol, max_passes, rows=None):
     the columns (W, k) of each working set and which are not padding, each
     window's block then read from it in turn (its ``rows x rows`` block).
     """
-    kernel = numba_kernel("bcd_window", Z.device.type)
+    kernel = numba_kernel("bcd_windows", Z.device.type)
     if kernel is None:
         if isinstance(H, tuple):
             H = _gather_gram(*H)
         return _bcd_torch(H, b, Z, lam, n_orient, lips, m2, tol, max_passes)
-    gram = cols = None
+    k = Z.shape[1]
+    gram, cols = np.empty((0, 0)), np.empty((0, 0), np.int64)
     if isinstance(H, tuple):  # the valid rows lead: ``rows`` of each window
         gram, cols = H[0].double().numpy(), H[1].cpu().numpy()
         rows = H[2].sum(1) if rows is None else rows
+        H = np.empty((0, 0, 0))
     else:
         H = np.ascontiguousarray(H.double().numpy())
     b, lam, lips, m2, tol = (
         np.ascontiguousarray(v.double().numpy()) for v in (b, lam, lips, m2, tol)
     )
     out = np.ascontiguousarray(Z.double().numpy()).copy()
-    k = out.shape[1]
     rows = np.full(out.shape[0], k) if rows is None else rows.cpu().numpy()
-    for w in range(out.shape[0]):
-        r = int(rows[w])
-        if r == 0:
-            continue
-        if gram is not None:
-            c = cols[w, :r]
-            Hw = gram[c[:, None], c[None, :]]
-        else:
-            Hw = np.ascontiguousarray(H[w, :r, :r]) if r < k else H[w]
-        Zw = out[w, :r]  # a contiguous view: written in place
-        kernel(
-            Hw,
-            b[w, :r],
-            Zw,
-            lam[w],
-            lips[w, : r // n_orient],
-            n_orient,
-            m2[w],
-            tol[w],
-            max_passes,
-            _CHECK_EVERY,
-            _N_ANDERSON,
-        )
+    kernel(
+        H,
+        gram,
+        cols,
+        rows.astype(np.int64),
+        b,
+        out,
+        lam,
+        lips,
+        n_orient,
+        m2,
+        tol,
+        max_passes,
+        _CHECK_EVERY,
+        _N_ANDERSON,
+    )
     return torch.from_numpy(out).to(Z.dtype)
 
 
@@ -301,59 +294,58 @@ def solve_mxne(
             max_passes=max_passes,
             gram=gram,
         )
-    Z = init_sources(D, M, Z0)
-    if alive is not None:
-        Z = Z * alive.repeat_interleave(n_orient, 0)[..., None]
-    if Z0 is not None:  # a dense start would make huge working sets
-        Z = _keep_strongest(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
+    if Z0 is None:
+        pos = torch.zeros((n_win, 0), dtype=torch.long, device=M.device)
+        X = M.new_zeros((n_win, 0, M.shape[2]))
+    else:  # a dense start would make huge working sets: its strongest only
+        Z = init_sources(D, M, Z0)
+        if alive is not None:
+            Z = Z * alive.repeat_interleave(n_orient, 0)[..., None]
+        pos, X = compact(Z, n_orient, max(ws_size, D.shape[0] // n_orient))
     if lipschitz_positions is None:
         lipschitz_positions = position_lipschitz(D, n_orient)
     lip_pos = lipschitz_positions.to(M)
-    GtM = gain_t_M
+    GtM = gain_t_times(D, M) if gain_t_M is None else gain_t_M
+    m2 = 2.0 * f0
     tiny = torch.finfo(M.dtype).tiny
+    Z = M.new_zeros((D.shape[1], n_win, M.shape[2]))
     rel_gap = torch.full((n_win,), float("inf"), dtype=M.dtype, device=M.device)
     todo = torch.arange(n_win, device=M.device)
     n_rounds = 0
     for n_rounds in range(max_rounds + 1):
-        Z_t = Z[:, todo]
-        sq_Z = group_sq_norms(Z_t, n_orient)  # (P, W): support and penalty
-        rows = (sq_Z > 0).any(1).repeat_interleave(n_orient)
-        GZ = gain_times(D, Z_t, rows=rows)
-        R = M[:, todo] - GZ
-        # certificate and scores of every position: one product with the gain
-        # (none at a zero start when G^T M is known)
-        if n_rounds == 0 and Z0 is None and GtM is not None:
-            GtR = GtM
-        else:
-            GtR = gain_t_times(D, R)
-            if n_rounds == 0 and Z0 is None:
-                GtM = GtR
-        norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, W)
-        pen = torch.sqrt(sq_Z).sum(0)
-        gap = gap_from_residual(
-            R, GZ, Z_t, lam[todo], norms.amax(0), n_orient, pen=pen
-        )[0]
+        # certificate and scores of every position: G^T R, from the Gram of
+        # the iterate's rows when known, else one product with the gain
+        GtR, nR2, r_gz = _residual_products(D, M, GtM, m2, todo, pos, X, n_orient, gram)
+        norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, w)
+        sq = _block_sq_norms(X, n_orient)  # (w, k)
+        pen = torch.sqrt(sq).sum(1)
+        gap = gap_from_sums(nR2, r_gz, pen, lam[todo], norms.amax(0))[0]
         rel_gap[todo] = gap / f0[todo].clamp_min(tiny)
-        keep = ~(rel_gap[todo] <= tol)
-        if not bool(keep.any()) or n_rounds == max_rounds:
+        done = rel_gap[todo] <= tol
+        if bool(done.all()) or n_rounds == max_rounds:
+            _write_rows(Z, todo, _position_rows(pos, n_orient), X, zero=False)
             break
-        todo, norms, Z_t, gap = todo[keep], norms[:, keep], Z_t[:, keep], gap[keep]
-        support = sq_Z[:, keep] > 0
-        if GtM is None:
-            GtM = gain_t_times(D, M)
+        if bool(done.any()):
+            _write_rows(
+                Z, todo[done], _position_rows(pos[done], n_orient), X[done], zero=False
+            )
+            keep_w = ~done
+            todo, pos, X, sq = todo[keep_w], pos[keep_w], X[keep_w], sq[keep_w]
+            norms, gap = norms[:, keep_w], gap[keep_w]
         scores = norms if (priority is None or n_rounds) else priority[:, todo]
         if alive is not None:  # screened positions: never in a working set
             scores = scores.masked_fill(~alive[:, todo], float("-inf"))
         with single_thread():  # small batched products: threads only cost
-            Z[:, todo] = _solve_working_sets(
+            pos, X = _solve_working_sets(
                 D,
                 GtM[:, todo],
-                Z_t,
-                support,
+                pos,
+                X,
+                sq,
                 lam[todo],
                 n_orient,
                 scores,
-                2.0 * f0[todo],
+                m2[todo],
                 torch.maximum(_INNER_GAP * gap, 0.3 * tol * f0[todo]),
                 ws_size,
                 lip_pos,
@@ -361,6 +353,42 @@ def solve_mxne(
                 gram,
             )
     return Z, rel_gap, n_rounds
+
+
+def _residual_products(D, M, GtM, m2, todo, pos, X, n_orient, gram):
+    """``G^T R``, ``||R||^2`` and ``<R, G Z>`` of the windows ``todo``.
+
+    ``Z`` is given by its rows (``pos`` (w, k) positions, ``X`` (w, k o, K)
+    their rows; padding: zero rows), gathered on the union of the windows'
+    positions (``u`` rows): one product with the gain's columns there and
+    one with the whole gain (``R = M - G_U Z_U``, ``G^T R``), or, with the
+    full Gram and when cheaper (``m u < n u + m n``), one product with the
+    Gram's columns (``G^T R = G^T M - (G^T G)_U Z_U``, the norms from
+    ``G^T M`` and the Gram). Returns (GtR (m, w, K), nR2 (w,), r_gz (w,)).
+    """
+    GtM_t = GtM[:, todo]
+    if pos.shape[1] == 0:  # zero iterates: R = M
+        return GtM_t, m2[todo], m2.new_zeros(len(todo))
+    n, m = D.shape
+    w, _, K = X.shape
+    union, inv = torch.unique(pos, return_inverse=True)  # (U,), (w, k)
+    rows = _position_rows(union[None], n_orient)[0]
+    u = len(rows)
+    Z_U = X.new_zeros((u, w, K))
+    widx = torch.arange(w, device=X.device)[:, None].expand(-1, inv.shape[1] * n_orient)
+    Z_U.index_put_(
+        (_position_rows(inv, n_orient), widx), X, accumulate=True
+    )  # padding rows are zero
+    Z_U = Z_U.reshape(u, w * K)
+    if gram is not None and m * u < n * u + m * n:
+        HZ = gram[:, rows] @ Z_U  # (m, w K)
+        GtR = GtM_t - HZ.reshape(m, w, K)
+        b_z = (GtM_t[rows].reshape(u, w * K) * Z_U).reshape(u, w, K).sum((0, 2))
+        z_hz = (HZ[rows] * Z_U).reshape(u, w, K).sum((0, 2))
+        return GtR, m2[todo] - 2.0 * b_z + z_hz, b_z - z_hz
+    GZ = (D[:, rows] @ Z_U).reshape(n, w, K)
+    R = M[:, todo] - GZ
+    return gain_t_times(D, R), sq_norms(R), (R * GZ).sum((0, 2))
 
 
 def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
@@ -402,37 +430,88 @@ def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):
 
 
 def _solve_working_sets(
-    D, GtM, Z, support, lam, n_orient, scores, m2, tol, ws_size, lip, n_it, gram=None
+    D, GtM, pos, X, sq, lam, n_orient, scores, m2, tol, ws_size, lip, n_it, gram=None
 ):
-    """One round of :func:`solve_mxne`: build working sets, solve, scatter back.
+    """One round of :func:`solve_mxne`: build working sets, solve them.
 
-    ``support`` (P, W): the active positions of ``Z``.
+    The iterate of each window is given by its rows: positions ``pos``
+    (w, k), their rows ``X`` (w, k o, K) and squared norms ``sq`` (w, k; 0:
+    inactive or padding). The working set of a window is its support plus
+    the positions of best ``scores`` (P, w) outside it, at least
+    ``ws_size`` and twice the support, valid positions first (the kernel
+    works on the leading rows). Returns the solutions by their rows, (pos,
+    X), cut to the largest support.
     """
-    m, n_win, n_comp = Z.shape
-    n_pos = m // n_orient
-    size = (2 * support.sum(0)).clamp(min=ws_size, max=n_pos)
+    w, _, n_comp = X.shape
+    n_pos = scores.shape[0]
+    support = sq > 0
+    n_supp = support.sum(1)
+    size = (2 * n_supp).clamp(min=ws_size, max=n_pos)
     # no larger than the candidates (support + positions not screened out)
-    n_cand = (support | (scores > float("-inf"))).sum(0)
+    in_supp = torch.zeros((n_pos, w), dtype=torch.bool, device=X.device)
+    widx = torch.arange(w, device=X.device)[:, None].expand_as(pos)
+    in_supp[pos[support], widx[support]] = True
+    n_cand = (in_supp | (scores > float("-inf"))).sum(0)
     size = torch.minimum(size, n_cand.clamp(min=1))
-    k = int(size.max())
-    prio = torch.where(support, torch.full_like(scores, float("inf")), scores)
-    top = torch.topk(prio, k, dim=0).indices.T  # (W, k) positions
-    valid = torch.arange(k, device=Z.device)[None] < size[:, None]
+    # the support first (strongest first), then the best other positions
+    s_max = int(n_supp.max()) if pos.shape[1] else 0
+    order = torch.topk(sq, s_max, dim=1).indices if s_max else pos[:, :0]
+    pos_s = pos.gather(1, order)
+    X_s = X.gather(1, _position_rows(order, n_orient)[..., None].expand(-1, -1, n_comp))
+    n_new = size - n_supp
+    k_new = int(n_new.max())
+    prio = scores.masked_fill(in_supp, float("-inf"))
+    new = torch.topk(prio, k_new, dim=0).indices.T  # (w, k_new)
+    ar_s = torch.arange(s_max, device=X.device)[None]
+    ar_n = torch.arange(k_new, device=X.device)[None]
+    valid = torch.cat([ar_s < n_supp[:, None], ar_n < n_new[:, None]], 1)
+    top = torch.cat([pos_s, new], 1)
+    X_A = torch.cat([X_s, X.new_zeros((w, k_new * n_orient, n_comp))], 1)
+    if s_max and k_new:  # valid positions first
+        perm = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+        top, valid = top.gather(1, perm), valid.gather(1, perm)
+        rperm = _position_rows(perm, n_orient)[..., None].expand(-1, -1, n_comp)
+        X_A = X_A.gather(1, rperm)
+    top = top * valid  # padding: position 0 with zero rows
     cols = _position_rows(top, n_orient)
-    vrows = valid.repeat_interleave(n_orient, 1)  # (W, k * o)
+    vrows = valid.repeat_interleave(n_orient, 1)  # (w, k * o)
     if gram is None:
-        G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (W, n, k * o)
+        G_A = D[:, cols].permute(1, 0, 2) * vrows[:, None, :]  # (w, n, k * o)
         H = G_A.mT @ G_A
     else:  # each window's block is read from the full Gram
         H = (gram, cols, vrows)
     gather = cols[:, :, None].expand(-1, -1, n_comp)
     b = torch.gather(GtM.permute(1, 0, 2), 1, gather) * vrows[..., None]
-    Z_A = torch.gather(Z.permute(1, 0, 2), 1, gather) * vrows[..., None]
     lips = torch.where(valid, lip[top], torch.ones_like(lip[top]))
-    Z_A = _bcd(H, b, Z_A, lam, n_orient, lips, m2, tol, n_it, rows=size * n_orient)
-    out = Z.new_zeros((m, n_win, n_comp))
-    out.scatter_(0, gather.permute(1, 0, 2), (Z_A * vrows[..., None]).permute(1, 0, 2))
-    return out
+    X_A = _bcd(H, b, X_A, lam, n_orient, lips, m2, tol, n_it, rows=size * n_orient)
+    # keep the rows of the new supports only
+    sq_A = _block_sq_norms(X_A, n_orient) * valid
+    k_keep = int((sq_A > 0).sum(1).max())
+    keep = torch.topk(sq_A, k_keep, dim=1)
+    kept = keep.values > 0
+    pos_new = top.gather(1, keep.indices) * kept
+    rows = _position_rows(keep.indices, n_orient)[..., None].expand(-1, -1, n_comp)
+    X_new = X_A.gather(1, rows) * kept.repeat_interleave(n_orient, 1)[..., None]
+    return pos_new, X_new
+
+
+def compact(Z, n_orient, n_keep=None):
+    """The rows of the iterates Z (m, W, K): (pos (W, k), X (W, k o, K)).
+
+    ``pos`` holds each window's active positions (strongest first, at most
+    ``n_keep``: the others are dropped), padded with position 0 and zero
+    rows; ``X`` their rows. :func:`_write_rows` writes them back.
+    """
+    sq = group_sq_norms(Z, n_orient).T  # (W, P)
+    k = int((sq > 0).sum(1).max()) if sq.numel() else 0
+    k = k if n_keep is None else min(k, n_keep)
+    top = torch.topk(sq, k, dim=1)
+    kept = top.values > 0
+    pos = top.indices * kept
+    rows = _position_rows(top.indices, n_orient)
+    widx = torch.arange(Z.shape[1], device=Z.device)[:, None].expand_as(rows)
+    X = Z[rows, widx] * kept.repeat_interleave(n_orient, 1)[..., None]
+    return pos, X
 
 
 def _position_rows(pos, n_orient):
@@ -446,21 +525,15 @@ def _rows_of(Z, idx, rows):
     return Z[rows, idx[:, None].expand_as(rows)]
 
 
-def _write_rows(Z, idx, rows, X):
-    """Windows ``idx`` of Z (in place): zero, but their rows ``rows`` = X."""
-    Z.index_fill_(1, idx, 0.0)
-    Z[rows, idx[:, None].expand_as(rows)] = X
+def _write_rows(Z, idx, rows, X, *, zero=True):
+    """Windows ``idx`` of Z (in place): their rows ``rows`` (w, r) = X.
 
-
-def _keep_strongest(Z, n_orient, n_keep):
-    """Zero all but the ``n_keep`` strongest positions of each window of Z."""
-    sq = group_sq_norms(Z, n_orient)  # (P, W)
-    if n_keep >= sq.shape[0] or not bool(((sq > 0).sum(0) > n_keep).any()):
-        return Z
-    top = torch.topk(sq, n_keep, dim=0).indices
-    keep = torch.zeros_like(sq, dtype=torch.bool).scatter_(0, top, True)
-    keep = keep.repeat_interleave(n_orient, 0)[..., None]  # (m, W, 1)
-    return Z * keep
+    The other rows are zeroed (``zero=False``: already zero). Repeated rows
+    add up (padding rows are zero).
+    """
+    if zero:
+        Z.index_fill_(1, idx, 0.0)
+    Z.index_put_((rows, idx[:, None].expand_as(rows)), X, accumulate=True)
 
 
 # the working sets' Grams are read from the full Gram D^T D (:func:`full_gram`)

@@ -65,6 +65,64 @@ def _active_blocks(Z, n_orient, act, listed):
     return n_act
 
 
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, with_gap):
+    """:func:`obj_gap` from the active blocks ``act[:n_act]`` of Z only.
+
+    The products with the Gram only involve the active rows: ``H[A, A] Z_A``
+    for the objective, ``H[:, A] Z_A`` for the duality gap (``with_gap``;
+    else the gap returned is inf).
+    """
+    k, K = Z.shape
+    nr = n_act * n_orient
+    rows = np.empty(nr, np.int64)
+    for a in range(n_act):
+        for r in range(n_orient):
+            rows[a * n_orient + r] = act[a] * n_orient + r
+    Zs = np.empty((nr, K))
+    for i in range(nr):
+        Zs[i] = Z[rows[i]]
+    n_out = k if with_gap else nr
+    HZ = np.zeros((n_out, K))
+    if nr > 0:
+        Hc = np.empty((n_out, nr))
+        for i in range(n_out):
+            hi = i if with_gap else rows[i]
+            for a in range(nr):
+                Hc[i, a] = H[hi, rows[a]]
+        HZ = Hc @ Zs
+    bz = 0.0
+    zhz = 0.0
+    pen = 0.0
+    for a in range(n_act):
+        sz = 0.0
+        for r in range(n_orient):
+            i = a * n_orient + r
+            ri = rows[i]
+            hi = ri if with_gap else i
+            for c in range(K):
+                z = Zs[i, c]
+                sz += z * z
+                bz += b[ri, c] * z
+                zhz += z * HZ[hi, c]
+        pen += np.sqrt(sz)
+    nR2 = m2 - 2.0 * bz + zhz
+    p_obj = 0.5 * nR2 + lam * pen
+    if not with_gap:
+        return p_obj, np.inf
+    dnorm = 0.0
+    for j in range(k // n_orient):
+        sg = 0.0
+        for r in range(j * n_orient, (j + 1) * n_orient):
+            for c in range(K):
+                sg += (HZ[r, c] - b[r, c]) ** 2
+        dnorm = max(dnorm, sg)
+    dnorm = np.sqrt(dnorm)
+    scale = 1.0 / max(dnorm / max(lam, 1e-300), 1.0)
+    d_obj = (scale - 0.5 * scale * scale) * nR2 + scale * (bz - zhz)
+    return p_obj, p_obj - d_obj
+
+
 # reassociation lets the inner loops over the K columns vectorize; no
 # assumption on NaN / inf (the Anderson step checks finiteness)
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -88,6 +146,8 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     U = np.empty((n_orient, K))
     act = np.empty(n_blocks, np.int64)
     listed = np.zeros(n_blocks, np.bool_)
+    act_aa = np.empty(n_blocks, np.int64)
+    listed_aa = np.zeros(n_blocks, np.bool_)
     n_act = _active_blocks(Z, n_orient, act, listed)
     it = 0
     for it in range(max_passes):
@@ -140,14 +200,56 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             Z_aa = np.zeros((k, K))
             for i in range(n_aa):
                 Z_aa += coef[i] * iterates[i + 1]
-            f_aa = obj_gap(H, b, Z_aa, lam, n_orient, m2)[0]
-            if np.isfinite(f_aa) and f_aa < obj_gap(H, b, Z, lam, n_orient, m2)[0]:
+            n_aa_act = _active_blocks(Z_aa, n_orient, act_aa, listed_aa)
+            f_aa = obj_gap_active(
+                H, b, Z_aa, lam, n_orient, m2, act_aa, n_aa_act, False
+            )[0]
+            f = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, False)[0]
+            if np.isfinite(f_aa) and f_aa < f:
                 Z[:] = Z_aa
                 n_act = _active_blocks(Z, n_orient, act, listed)
         if (it + 1) % check_every == 0 or it == max_passes - 1:
-            if obj_gap(H, b, Z, lam, n_orient, m2)[1] <= tol:
+            gap = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, True)[1]
+            if gap <= tol:
                 break
     return it + 1
+
+
+@numba.njit(cache=True)
+def bcd_windows(
+    H, gram, cols, rows, b, Z, lam, lips, n_orient, m2, tol, max_passes, every, n_aa
+):
+    """:func:`bcd_window` on each window of a batch, Z (W, k, K) in place.
+
+    Window ``w`` is solved on its ``rows[w]`` leading rows; its Gram is
+    ``H[w]`` or, when ``H`` is empty, read from the full Gram ``gram`` at
+    the columns ``cols[w]``.
+    """
+    for w in range(Z.shape[0]):
+        r = rows[w]
+        if r == 0:
+            continue
+        if H.shape[0] == 0:
+            Hw = np.empty((r, r))
+            for i in range(r):
+                ci = cols[w, i]
+                for j in range(r):
+                    Hw[i, j] = gram[ci, cols[w, j]]
+        else:
+            Hw = np.ascontiguousarray(H[w, :r, :r])
+        bcd_window(
+            Hw,
+            np.ascontiguousarray(b[w, :r]),
+            Z[w, :r],
+            lam[w],
+            lips[w, : r // n_orient],
+            n_orient,
+            m2[w],
+            tol[w],
+            max_passes,
+            every,
+            n_aa,
+        )
 
 
 @numba.njit(cache=True)

@@ -228,12 +228,19 @@ def gap_from_residual(R, GX, X, lam, dnorm, n_orient, *, pen=None):
     """(gap, p_obj, d_obj) from ``R = M - G X``, ``GX = G X`` and the dual
     norm ``||G^T R||_{2,inf}`` of each window (see :func:`duality_gap`);
     ``pen``: the L21 norm of each window of ``X`` when known."""
-    nR2 = sq_norms(R)
-    p_obj = 0.5 * nR2 + lam * (penalty(X, n_orient) if pen is None else pen)
-    tiny = torch.finfo(R.dtype).tiny
+    pen = penalty(X, n_orient) if pen is None else pen
+    return gap_from_sums(sq_norms(R), (R * GX).sum((0, 2)), pen, lam, dnorm)
+
+
+def gap_from_sums(nR2, r_gx, pen, lam, dnorm):
+    """(gap, p_obj, d_obj) of each window from ``||R||^2``, ``<R, G X>``,
+    the L21 norm of ``X`` and the dual norm ``||G^T R||_{2,inf}`` (see
+    :func:`duality_gap`)."""
+    p_obj = 0.5 * nR2 + lam * pen
+    tiny = torch.finfo(nR2.dtype).tiny
     scale = 1.0 / torch.clamp(dnorm / lam.clamp_min(tiny), min=1.0)
     # 1/2||M||^2 - 1/2||M - s R||^2 with M = R + GX, as in MNE's dgap_l21
-    d_obj = (scale - 0.5 * scale**2) * nR2 + scale * (R * GX).sum((0, 2))
+    d_obj = (scale - 0.5 * scale**2) * nR2 + scale * r_gx
     return p_obj - d_obj, p_obj, d_obj
 
 
