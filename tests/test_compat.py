@@ -180,3 +180,194 @@ def test_safe_svd():
     assert U.shape == (30, 12) and Vh.shape == (12, 12)
     assert_array_equal(U * s, U2 * s2)
     assert_array_equal(Vh, Vh2)
+
+
+# ---------------------------------------------------------------------------
+# prepare_gain == MNE's _prepare_gain (as mixed_norm calls it)
+
+_DEPTHS = {
+    "none": None,
+    "0.8": 0.8,
+    "dict": dict(exp=0.5, combine_xyz="spectral"),
+}
+
+
+@pytest.fixture(scope="module")
+def fwd_meeg(subset_path):
+    """MEG+EEG (sphere model) forward on the subset's cortical sources."""
+    from mne_lista.datasets import read_subset_src
+
+    evoked = mne.read_evokeds(
+        subset_path / "test-ave.fif.gz",
+        condition="Right Auditory",
+        baseline=(None, 0),
+        verbose=False,
+    ).pick(["meg", "eeg"])
+    sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose=False)
+    fwd = mne.make_forward_solution(
+        evoked.info,
+        subset_path / "sample_audvis_trunc-trans.fif",
+        read_subset_src(verbose=False),
+        sphere,
+        meg=True,
+        eeg=True,
+        verbose=False,
+    )
+    return evoked.info, fwd
+
+
+@pytest.fixture(scope="module")
+def fwd_vol_mri(evoked_cov, subset_path):
+    """A true volume source space (in the MRI of sample, 15 mm grid)."""
+    evoked, _ = evoked_cov
+    bem = mne.read_bem_solution(subset_path / "sample-1280-bem-sol.fif", verbose=False)
+    src = mne.setup_volume_source_space(
+        "sample",
+        pos=15.0,
+        bem=bem,
+        subjects_dir=subset_path / "subjects",
+        verbose=False,
+    )
+    assert src.kind == "volume"
+    return mne.make_forward_solution(
+        evoked.info,
+        subset_path / "sample_audvis_trunc-trans.fif",
+        src,
+        bem,
+        meg=True,
+        eeg=False,
+        verbose=False,
+    )
+
+
+def _check_prepare_gain(forward, info, cov, depth, loose, rank):
+    """Our prepare_gain against MNE's _prepare_gain, every output."""
+    from mne.inverse_sparse.mxne_inverse import _prepare_gain
+
+    # MNE fills a rank dict in place: each call gets its own
+    def _rank():
+        return dict(rank) if isinstance(rank, dict) else rank
+
+    fwd, gain, gain_info, whitener, sw = _compat.prepare_gain(
+        forward, info, cov, depth=depth, loose=loose, rank=_rank()
+    )
+    fwd_r, gain_r, info_r, whitener_r, sw_r, mask = _prepare_gain(
+        forward, info, cov, True, depth, loose, _rank(), None, None
+    )
+    assert mask is None
+    assert_allclose(gain, gain_r, rtol=1e-12, atol=0)
+    assert_allclose(whitener, whitener_r, rtol=1e-12, atol=0)
+    assert_allclose(sw, sw_r, rtol=1e-12, atol=0)
+    assert gain_info["ch_names"] == info_r["ch_names"]
+    assert gain_info["bads"] == info_r["bads"]
+    assert len(gain_info["projs"]) == len(info_r["projs"])
+    assert_allclose(fwd["sol"]["data"], fwd_r["sol"]["data"], rtol=1e-12, atol=0)
+    assert fwd["sol"]["row_names"] == fwd_r["sol"]["row_names"]
+    assert fwd["info"]["ch_names"] == fwd_r["info"]["ch_names"]
+    assert_allclose(fwd["source_nn"], fwd_r["source_nn"], rtol=1e-12, atol=0)
+    assert fwd["surf_ori"] == fwd_r["surf_ori"]
+    assert fwd["source_ori"] == fwd_r["source_ori"]
+    assert fwd["nchan"] == fwd_r["nchan"]
+    assert fwd["sol"]["data"] is not forward["sol"]["data"]  # a copy
+    return gain
+
+
+@pytest.mark.parametrize("rank", [None, "info"])
+@pytest.mark.parametrize("depth", list(_DEPTHS))
+@pytest.mark.parametrize("loose", [0.0, 0.2, 1.0])
+def test_prepare_gain_surface(evoked_cov, fwd_surf, loose, depth, rank):
+    """Surface forward: fixed, loose and free; depth None/float/dict; rank."""
+    evoked, cov = evoked_cov
+    gain = _check_prepare_gain(fwd_surf, evoked.info, cov, _DEPTHS[depth], loose, rank)
+    assert gain.shape[1] == fwd_surf["nsource"] * (1 if loose == 0 else 3)
+
+
+@pytest.mark.parametrize(
+    "depth, rank", [("none", "info"), ("0.8", None), ("dict", None)]
+)
+def test_prepare_gain_volume(evoked_cov, fwd_vol_mri, depth, rank):
+    """Volume forward (free orientation)."""
+    evoked, cov = evoked_cov
+    _check_prepare_gain(fwd_vol_mri, evoked.info, cov, _DEPTHS[depth], 1.0, rank)
+
+
+@pytest.mark.parametrize("loose", [0.0, 0.2, 1.0])
+def test_prepare_gain_discrete(evoked_cov, fwd_vol, loose):
+    """The grid forward of the fixtures (a discrete source space)."""
+    evoked, cov = evoked_cov
+    assert fwd_vol["src"].kind == "discrete"
+    _check_prepare_gain(fwd_vol, evoked.info, cov, 0.8, loose, None)
+
+
+@pytest.mark.parametrize("loose", [0.0, 0.2])
+def test_prepare_gain_bads(evoked_cov, fwd_surf, fwd_vol, loose):
+    """A bad channel in info: dropped from the gain, the whitener, the forward."""
+    evoked, cov = evoked_cov
+    info = evoked.info.copy()
+    info["bads"] = [info["ch_names"][5]]
+    gain = _check_prepare_gain(fwd_surf, info, cov, 0.8, loose, None)
+    assert gain.shape[0] == len(info["ch_names"]) - 1 - 3  # 3 SSP projectors
+    _check_prepare_gain(fwd_vol, info, cov, 0.8, 1.0, "info")
+
+
+@pytest.mark.parametrize("rank", [None, "info", dict(meg=303)])
+@pytest.mark.parametrize("loose", [0.0, 0.2])
+def test_prepare_gain_meg_eeg(evoked_cov, fwd_meeg, loose, rank):
+    """MEG+EEG (average reference projector), rank None/'info'/dict."""
+    _, cov = evoked_cov
+    info, fwd = fwd_meeg
+    assert "eeg" in info.get_channel_types(unique=True)
+    gain = _check_prepare_gain(fwd, info, cov, 0.8, loose, rank)
+    assert gain.shape[0] == 306 + 60 - 4  # 3 MEG SSP + EEG average reference
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["fixed_fwd", "surf_ori_fwd", "no_fixed_depth", "limit", "limit_chs", "exp0"],
+)
+def test_prepare_gain_forms(evoked_cov, fwd_surf, case):
+    """Converted forwards, the depth dict's other options, MNE's fallback."""
+    evoked, cov = evoked_cov
+    fwd, loose, depth = fwd_surf, 0.2, 0.8
+    if case == "fixed_fwd":
+        fwd = mne.convert_forward_solution(
+            fwd_surf, surf_ori=True, force_fixed=True, use_cps=True, verbose=False
+        )
+        loose = 0.0
+    elif case == "surf_ori_fwd":
+        fwd = mne.convert_forward_solution(
+            fwd_surf, surf_ori=True, use_cps=True, verbose=False
+        )
+    elif case == "no_fixed_depth":  # depth from the free forward, then fixed
+        loose, depth = 0.0, dict(exp=0.8, allow_fixed_depth=False)
+    elif case == "limit":  # MNE's own function (the limit rule differs)
+        depth = dict(exp=0.8, limit=3.0)
+    elif case == "limit_chs":  # no whitening in the depth prior
+        depth = dict(exp=0.8, limit=10.0, limit_depth_chs=True)
+    elif case == "exp0":  # 0 is no depth weighting
+        depth = 0.0
+    _check_prepare_gain(fwd, evoked.info, cov, depth, loose, None)
+
+
+def test_prepare_gain_errors(evoked_cov, fwd_surf, fwd_vol_mri):
+    """MNE's errors, word for word."""
+    from mne.inverse_sparse.mxne_inverse import _prepare_gain
+
+    evoked, cov = evoked_cov
+    fixed = mne.convert_forward_solution(
+        fwd_surf, surf_ori=True, force_fixed=True, use_cps=True, verbose=False
+    )
+    for fwd, loose, depth, match in [
+        (fwd_vol_mri, 0.0, 0.8, "has to be 1"),
+        (fwd_vol_mri, 0.2, 0.8, "has to be 1"),
+        (fixed, 0.2, 0.8, "fixed orientation"),
+        (fixed, 0.0, dict(exp=0.8, allow_fixed_depth=False), "free-orientation"),
+        (fwd_surf, 0.2, -1.0, "greater than or equal"),
+    ]:
+        with pytest.raises(ValueError, match=match) as ours:
+            _compat.prepare_gain(
+                fwd, evoked.info, cov, depth=depth, loose=loose, rank=None
+            )
+        with pytest.raises(ValueError) as ref:
+            _prepare_gain(fwd, evoked.info, cov, True, depth, loose, None)
+        assert str(ours.value) == str(ref.value)
