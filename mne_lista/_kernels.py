@@ -123,6 +123,42 @@ def obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, with_gap):
     return p_obj, p_obj - d_obj
 
 
+@numba.njit(cache=True, fastmath={"reassoc", "contract"}, inline="always")
+def _block_grad(H, Z, act, n_act, r0, n_orient, U):
+    """U = (H Z)[rows r0 ...] over the active blocks (orientations fused)."""
+    K = Z.shape[1]
+    U[:] = 0.0
+    if n_orient == 3:
+        u0 = U[0]
+        u1 = U[1]
+        u2 = U[2]
+        h0r = H[r0]
+        h1r = H[r0 + 1]
+        h2r = H[r0 + 2]
+        for a in range(n_act):
+            q0 = act[a] * 3
+            for q in range(q0, q0 + 3):
+                h0 = h0r[q]
+                h1 = h1r[q]
+                h2 = h2r[q]
+                zq = Z[q]
+                for c in range(K):
+                    z = zq[c]
+                    u0[c] += h0 * z
+                    u1[c] += h1 * z
+                    u2[c] += h2 * z
+        return
+    for a in range(n_act):
+        q0 = act[a] * n_orient
+        for q in range(q0, q0 + n_orient):
+            zq = Z[q]
+            for r in range(n_orient):
+                h = H[r0 + r, q]
+                ur = U[r]
+                for c in range(K):
+                    ur[c] += h * zq[c]
+
+
 # reassociation lets the inner loops over the K columns vectorize; no
 # assumption on NaN / inf (the Anderson step checks finiteness)
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -160,14 +196,7 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             if lip <= 0.0:  # padding
                 continue
             r0 = j * n_orient
-            U[:] = 0.0
-            for a in range(n_act):  # U = (H Z)[block j], over the active rows
-                q0 = act[a] * n_orient
-                for q in range(q0, q0 + n_orient):
-                    for r in range(n_orient):
-                        h = H[r0 + r, q]
-                        for c in range(K):
-                            U[r, c] += h * Z[q, c]
+            _block_grad(H, Z, act, n_act, r0, n_orient, U)
             norm = 0.0
             for r in range(n_orient):
                 for c in range(K):

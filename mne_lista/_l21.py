@@ -88,14 +88,10 @@ def flat(A):
 def group_sq_norms(X, n_orient):
     """Squared Frobenius norm of each position's rows in each window, (P, W)."""
     m, n_win, n_comp = X.shape
-    Xg = X.reshape(m // n_orient, n_orient, n_win * n_comp)
-    # explicit sum over the block: much faster than a strided reduction
-    sq = Xg[:, 0] * Xg[:, 0]
-    for k in range(1, n_orient):
-        sq = sq + Xg[:, k] * Xg[:, k]
-    if n_comp == 1:
-        return sq
-    return sq.reshape(-1, n_win, n_comp).sum(-1)
+    # the contiguous reductions first (components, then orientations): 1.3-1.5
+    # times faster than summing the orientations' rows first
+    sq = (X * X).reshape(m // n_orient, n_orient, n_win, n_comp)
+    return (sq.sum(3) if n_comp > 1 else sq[..., 0]).sum(1)
 
 
 def group_norms(X, n_orient):
