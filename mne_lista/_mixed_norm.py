@@ -89,7 +89,7 @@ def mixed_norm(
     tol : float
         Tolerance on the duality gap, relative to ``||M||_F^2`` (MNE's).
     active_set_size : int | None
-        Accepted for compatibility; the working sets hold at least 10
+        Accepted for compatibility; the working sets hold at least 20
         positions and twice the current support.
     debias : bool
         Remove the amplitude bias of the penalty on the active set.

@@ -14,7 +14,7 @@ from mne.io.constants import FIFF
 from mne.utils import _validate_type, logger, verbose
 
 from . import _compat
-from ._l21 import to_tensor
+from ._l21 import lipschitz, to_tensor
 
 
 class LassoProblem:
@@ -66,7 +66,7 @@ class LassoProblem:
             raise ValueError("gain contains NaN or infinite values")
         self.gain = gain
         self.n_orient = int(n_orient)
-        self.lipschitz = float(np.linalg.norm(gain, ord=2) ** 2)
+        self.lipschitz = lipschitz(gain)
         self.ch_names = None
         self.whitener = None
         self.source_weighting = None
@@ -113,6 +113,19 @@ class LassoProblem:
         if key not in self._tensors:
             gain = self.gain_tensor(device, dtype)
             self._tensors[key] = position_lipschitz(gain, self.n_orient)
+        return self._tensors[key]
+
+    def gram(self, device="cpu", dtype=torch.float64):
+        """The Gram ``G^T G`` of the gain, cached per device and dtype.
+
+        The certified solvers read their working sets' Grams and their
+        products ``G^T R`` from it when a batch is large enough
+        (:func:`mne_lista._bcd.full_gram`).
+        """
+        key = ("gram", str(torch.device(device)), dtype)
+        if key not in self._tensors:
+            gain = self.gain_tensor(device, dtype)
+            self._tensors[key] = gain.T @ gain
         return self._tensors[key]
 
     def weighted(self, weights, weights_min=0.0):

@@ -59,6 +59,7 @@ def sure_path(
     debias=True,
     ws_size=10,
     lipschitz_positions=None,
+    gram=None,
 ):
     """SURE of a batch of windows along an alpha grid, and the best estimates.
 
@@ -85,6 +86,9 @@ def sure_path(
         Evaluate the risk of the debiased estimates (as MNE does).
     ws_size, lipschitz_positions :
         As in :func:`mne_lista.solvers.solve_mxne`.
+    gram : Tensor, shape (m, m) | None
+        The Gram ``G^T G`` when known; used when it pays off
+        (:func:`mne_lista._bcd.full_gram`).
 
     Returns
     -------
@@ -105,7 +109,7 @@ def sure_path(
     sure = np.full((n_win, len(alpha_grid)), np.nan)
     X_best = torch.zeros((G.shape[1], n_win, n_comp), dtype=M.dtype, device=M.device)
     gap_best = np.full(n_win, np.nan)
-    gram = full_gram(G, 2 * n_win * len(alpha_grid))
+    gram = full_gram(G, 2 * n_win * len(alpha_grid), n_comp, gram=gram)
     Z = None
     for j in np.argsort(-alpha_grid, kind="stable"):  # largest alpha first
         lam = alpha_grid[j] / 100.0 * a_max
@@ -133,6 +137,7 @@ def sure_path(
                 Z1=Z,
                 ws_size=ws_size,
                 lipschitz_positions=lipschitz_positions,
+                gram=gram,
             )
             rel = torch.as_tensor(np.fmax.reduce(rels.numpy(), 0))
         C = _debiased(G, MM, Zj, n_orient) if debias else Zj
