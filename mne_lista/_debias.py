@@ -129,11 +129,13 @@ def debias_windows(gram, GtM, Z, n_orient, *, max_iter=1000, tol=1e-6):
         ``Z`` scaled on each window's active positions (a new array).
     """
     gram, GtM, Z = (np.ascontiguousarray(a, dtype=np.float64) for a in (gram, GtM, Z))
-    out = Z.copy()
     m, n_win, _ = Z.shape
     rest = np.arange(n_win)
     kernel = numba_kernel("debias_windows")
-    if kernel is not None:
+    if kernel is None:
+        out = Z.copy()
+    else:
+        out = np.empty_like(Z)  # the kernel copies Z in its first pass
         n_iter = kernel(
             gram, GtM, Z, n_orient, _EXACT_LIPSCHITZ_MAX, max_iter, float(tol), out
         )

@@ -177,25 +177,24 @@ def debias_fista(Q, b, lip, max_iter, tol):
     return d, max_iter
 
 
-@numba.njit(cache=True)
-def _positive_sq_norms(Z, n_orient):
-    """``group_sq_norms(Z, n_orient) > 0`` (positions, windows), in one pass
-    over ``Z`` in memory order and without sums (the squares are >= 0: a
-    positive one makes the sum positive, a NaN makes it NaN)."""
+# reassociation lets the sums of squares vectorize: sums of terms >= 0 are
+# zero, positive, inf or NaN in any order
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _copy_active(Z, n_orient, out):
+    """Copies Z to ``out`` and returns ``group_sq_norms(Z, n_orient) > 0``
+    (positions, windows), in one pass over Z in memory order."""
     m, n_win, K = Z.shape
-    positive = np.zeros((m // n_orient, n_win), dtype=np.bool_)
-    nan = np.zeros((m // n_orient, n_win), dtype=np.bool_)
+    sq = np.zeros((m // n_orient, n_win))
     for r in range(m):
         p = r // n_orient
         for w in range(n_win):
-            pos, isnan = False, False
+            s = 0.0
             for t in range(K):
-                sq = Z[r, w, t] * Z[r, w, t]
-                pos |= sq > 0.0
-                isnan |= sq != sq
-            positive[p, w] |= pos
-            nan[p, w] |= isnan
-    return positive & ~nan
+                z = Z[r, w, t]
+                out[r, w, t] = z
+                s += z * z
+            sq[p, w] += s
+    return sq > 0.0
 
 
 @numba.njit(cache=True)
@@ -208,10 +207,11 @@ def debias_windows(gram, GtM, Z, n_orient, max_positions, max_iter, tol, out):
     ``G^T M``, takes its largest eigenvalue as the Lipschitz constant, runs
     :func:`debias_fista` and writes the scaled rows to ``out``. Returns the
     FISTA iterations of each window: -1 where none ran (no active position
-    or a zero quadratic), -2 where the window was skipped (too many).
+    or a zero quadratic), -2 where the window was skipped (too many). The
+    other rows of ``out`` are those of Z.
     """
     n_win, K = Z.shape[1], Z.shape[2]
-    active = _positive_sq_norms(Z, n_orient)
+    active = _copy_active(Z, n_orient, out)
     n_iter = np.full(n_win, -1, dtype=np.int64)
     for w in range(n_win):
         pos = np.flatnonzero(active[:, w])
