@@ -306,3 +306,82 @@ def debias_fista(Q, b, lip, max_iter, tol):
         if step < tol:
             return d, it
     return d, max_iter
+
+
+# reassociation lets the sums of squares vectorize: sums of terms >= 0 are
+# zero, positive, inf or NaN in any order
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _copy_active(Z, n_orient, out):
+    """Copies Z to ``out`` and returns ``group_sq_norms(Z, n_orient) > 0``
+    (positions, windows), in one pass over Z in memory order."""
+    m, n_win, K = Z.shape
+    sq = np.zeros((m // n_orient, n_win))
+    for r in range(m):
+        p = r // n_orient
+        for w in range(n_win):
+            s = 0.0
+            for t in range(K):
+                z = Z[r, w, t]
+                out[r, w, t] = z
+                s += z * z
+            sq[p, w] += s
+    return sq > 0.0
+
+
+@numba.njit(cache=True)
+def debias_windows(gram, GtM, Z, n_orient, max_positions, max_iter, tol, out):
+    """:func:`mne_lista._debias.debias_windows` of the windows of at most
+    ``max_positions`` active positions (those of non-zero squared norm).
+
+    For each: gathers ``Q`` and ``b`` of the reduced quadratic (as
+    ``_debias._reduced_quadratic``, in its order) from the Gram and
+    ``G^T M``, takes its largest eigenvalue as the Lipschitz constant, runs
+    :func:`debias_fista` and writes the scaled rows to ``out``. Returns the
+    FISTA iterations of each window: -1 where none ran (no active position
+    or a zero quadratic), -2 where the window was skipped (too many). The
+    other rows of ``out`` are those of Z.
+    """
+    n_win, K = Z.shape[1], Z.shape[2]
+    active = _copy_active(Z, n_orient, out)
+    n_iter = np.full(n_win, -1, dtype=np.int64)
+    for w in range(n_win):
+        pos = np.flatnonzero(active[:, w])
+        P = pos.shape[0]
+        if P == 0:
+            continue
+        if P > max_positions:
+            n_iter[w] = -2
+            continue
+        X = np.empty((n_orient, P, K))
+        b = np.zeros(P)
+        for a in range(P):
+            for i in range(n_orient):
+                r = pos[a] * n_orient + i
+                s = 0.0
+                for t in range(K):
+                    X[i, a, t] = Z[r, w, t]
+                    s += GtM[r, w, t] * Z[r, w, t]
+                b[a] += s
+        Q = np.zeros((P, P))
+        for i in range(n_orient):
+            for j in range(i, n_orient):
+                XX = X[i] @ X[j].T
+                for a in range(P):
+                    ra = pos[a] * n_orient
+                    for c in range(P):
+                        rc = pos[c] * n_orient
+                        term = gram[ra + i, rc + j] * XX[a, c]
+                        if i != j:  # gram symmetric: read along its rows
+                            term += gram[ra + j, rc + i] * XX[c, a]
+                        Q[a, c] += term
+        lip = np.linalg.eigvalsh(Q)[-1]
+        d = np.ones(P)
+        if lip > 0:
+            d, it = debias_fista(Q, b, lip, max_iter, tol)
+            n_iter[w] = it
+        for a in range(P):
+            for i in range(n_orient):
+                r = pos[a] * n_orient + i
+                for t in range(K):
+                    out[r, w, t] = Z[r, w, t] * d[a]
+    return n_iter

@@ -19,7 +19,8 @@ from mne.utils import logger
 
 from ._bcd import full_gram, solve_irmxne, solve_mxne
 from ._debias import debias as _debias
-from ._l21 import gain_times, group_sq_norms, sq_norms
+from ._debias import debias_windows
+from ._l21 import gain_t_times, gain_times, group_sq_norms, sq_norms
 
 
 def sure_eps(n_channels):
@@ -27,8 +28,18 @@ def sure_eps(n_channels):
     return 2.0 / n_channels**0.3
 
 
-def _debiased(G, M, Z, n_orient):
-    """Each window's solution debiased on its active set (numpy, in place)."""
+def _debiased(G, M, Z, n_orient, gram=None, GtM=None):
+    """Each window's solution debiased on its active set (a new tensor).
+
+    From the Gram ``gram = G^T G`` and ``GtM = G^T M`` when given (float64),
+    all the windows at once (:func:`mne_lista._debias.debias_windows`), else
+    one window at a time from the active columns of ``G``.
+    """
+    if gram is not None and GtM is not None and gram.dtype == torch.float64:
+        X = debias_windows(
+            gram.cpu().numpy(), GtM.cpu().numpy(), Z.cpu().numpy(), n_orient
+        )
+        return torch.as_tensor(X, dtype=Z.dtype, device=Z.device)
     Gn = G.cpu().numpy()
     active = (group_sq_norms(Z, n_orient) > 0).repeat_interleave(n_orient, 0)
     out = Z.clone()
@@ -110,6 +121,7 @@ def sure_path(
     X_best = torch.zeros((G.shape[1], n_win, n_comp), dtype=M.dtype, device=M.device)
     gap_best = np.full(n_win, np.nan)
     gram = full_gram(G, 2 * n_win * len(alpha_grid), n_comp, gram=gram)
+    GtMM = gain_t_times(G, MM)  # shared by every solve (and the debiasing)
     Z = None
     for j in np.argsort(-alpha_grid, kind="stable"):  # largest alpha first
         lam = alpha_grid[j] / 100.0 * a_max
@@ -122,6 +134,7 @@ def sure_path(
             Z0=Z,
             ws_size=ws_size,
             lipschitz_positions=lipschitz_positions,
+            gain_t_M=GtMM,
             gram=gram,
         )
         Zj = Z
@@ -137,10 +150,11 @@ def sure_path(
                 Z1=Z,
                 ws_size=ws_size,
                 lipschitz_positions=lipschitz_positions,
+                gain_t_M=GtMM,
                 gram=gram,
             )
             rel = torch.as_tensor(np.fmax.reduce(rels.numpy(), 0))
-        C = _debiased(G, MM, Zj, n_orient) if debias else Zj
+        C = _debiased(G, MM, Zj, n_orient, gram, GtMM) if debias else Zj
         C1, C2 = C[:, :n_win], C[:, n_win:]
         fit = sq_norms(M - gain_times(G, C1))
         dof = (gain_times(G, C2 - C1) * delta).sum((0, 2)) / eps

@@ -457,7 +457,7 @@ class StepMxNE(_Estimator):
             Z0=Z0,
             ws_size=_ACTIVE_SET_SIZE,
             lipschitz_positions=problem.position_lipschitz(M_pca.device),
-            gain_t_M=None if Z0 is not None else GtM,
+            gain_t_M=GtM,
             priority=None if X0 is None else seed_priority(GtM, X0, n_orient),
             keep=keep,
             gram=gram,
