@@ -8,9 +8,13 @@ the objective, stop on the restricted duality gap), for one window, in
 compiled loops: the torch version pays a dispatch cost per position and
 pass that dominates on small working sets.
 
+``bcd_windows``: ``bcd_window`` over a batch of windows in one call, their
+Grams given or read from the full Gram.
+
 ``debias_fista``: the FISTA loop of :func:`mne_lista._debias.debias` (MNE's
 ``compute_bias`` problem on its reduced quadratic), without numpy's
-per-iteration overhead.
+per-iteration overhead; ``debias_windows`` debiases a batch of windows from
+the full Gram.
 """
 
 import numba
@@ -123,57 +127,71 @@ def obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, with_gap):
     return p_obj, p_obj - d_obj
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "contract"}, inline="always")
-def _block_grad(H, Z, act, n_act, r0, n_orient, U):
-    """U = (H Z)[rows r0 ...] over the active blocks (orientations fused)."""
-    K = Z.shape[1]
-    U[:] = 0.0
-    if n_orient == 3:
-        u0 = U[0]
-        u1 = U[1]
-        u2 = U[2]
-        h0r = H[r0]
-        h1r = H[r0 + 1]
-        h2r = H[r0 + 2]
-        for a in range(n_act):
-            q0 = act[a] * 3
-            for q in range(q0, q0 + 3):
-                h0 = h0r[q]
-                h1 = h1r[q]
-                h2 = h2r[q]
-                zq = Z[q]
-                for c in range(K):
-                    z = zq[c]
-                    u0[c] += h0 * z
-                    u1[c] += h1 * z
-                    u2[c] += h2 * z
-        return
+@numba.njit(cache=True)
+def _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot):
+    """The active rows' columns of H (``Hs``) and rows of Z, transposed (``ZsT``)."""
+    slot[:] = -1
     for a in range(n_act):
-        q0 = act[a] * n_orient
-        for q in range(q0, q0 + n_orient):
-            zq = Z[q]
-            for r in range(n_orient):
-                h = H[r0 + r, q]
-                ur = U[r]
-                for c in range(K):
-                    ur[c] += h * zq[c]
+        slot[act[a]] = a
+        for r in range(n_orient):
+            q = act[a] * n_orient + r
+            i = a * n_orient + r
+            for row in range(H.shape[0]):
+                Hs[row, i] = H[row, q]
+            for c in range(Z.shape[1]):
+                ZsT[c, i] = Z[q, c]
 
 
-# reassociation lets the inner loops over the K columns vectorize; no
-# assumption on NaN / inf (the Anderson step checks finiteness)
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _grad_active(Hs, ZsT, nr, r0, n_orient, U):
+    """U = (H Z)[rows r0 ...] from the active columns (dot products)."""
+    K = ZsT.shape[0]
+    if n_orient == 3:
+        h0 = Hs[r0]
+        h1 = Hs[r0 + 1]
+        h2 = Hs[r0 + 2]
+        for c in range(K):
+            zc = ZsT[c]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            for i in range(nr):
+                z = zc[i]
+                s0 += h0[i] * z
+                s1 += h1[i] * z
+                s2 += h2[i] * z
+            U[0, c] = s0
+            U[1, c] = s1
+            U[2, c] = s2
+        return
+    for r in range(n_orient):
+        h = Hs[r0 + r]
+        for c in range(K):
+            zc = ZsT[c]
+            s = 0.0
+            for i in range(nr):
+                s += h[i] * zc[i]
+            U[r, c] = s
+
+
+# reassociation lets the inner loops vectorize; no assumption on NaN / inf
+# (the Anderson step checks finiteness)
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
 def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n_aa):
     """BCD on ``1/2 z'Hz - b'z + lam L21(z)`` of one window, Z in place.
 
     The gradient of a block, ``(H Z - b)`` on its rows, only involves the
-    blocks of Z that are non-zero: they are kept in a list (a block joins
-    it when it becomes non-zero, the list is compacted after each pass), so
-    that a pass costs ``k x (active rows) x K`` instead of ``k^2 K``. Only
-    every ``check_every``-th pass (and the first and last) visits all the
-    blocks, the one before each duality gap check; the passes in between
-    visit the active blocks only (the working set is typically twice the
-    support), as the inner working sets of celer and skglm.
-    Returns the number of passes.
+    blocks of Z that are non-zero: their columns of H and their rows of Z
+    (transposed) are kept contiguous (``Hs``, ``ZsT``; a block joins when
+    it becomes non-zero, the copies are rebuilt when one leaves), so that a
+    pass costs ``k x (active rows) x K`` in dot products instead of
+    ``k^2 K``. Only every ``check_every``-th pass (and the first and last)
+    visits all the blocks, the one before each duality gap check; the
+    passes in between visit the active blocks only (the working set is
+    typically twice the support), as the inner working sets of celer and
+    skglm. With ``n_aa + 1 == check_every`` the Anderson extrapolation falls
+    on the checked passes and one product with H gives the extrapolated
+    point's objective and duality gap. Returns the number of passes.
     """
     k, K = b.shape
     n_blocks = k // n_orient
@@ -184,19 +202,23 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     listed = np.zeros(n_blocks, np.bool_)
     act_aa = np.empty(n_blocks, np.int64)
     listed_aa = np.zeros(n_blocks, np.bool_)
+    Hs = np.empty((k, k))
+    ZsT = np.empty((K, k))
+    slot = np.empty(n_blocks, np.int64)
     n_act = _active_blocks(Z, n_orient, act, listed)
+    _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
     it = 0
     for it in range(max_passes):
-        # a full pass visits every block (new ones may enter the support);
-        # the others, only the active ones (a BCD on the current support)
         full = it == 0 or (it + 1) % check_every == 0 or it == max_passes - 1
-        for v in range(n_blocks if full else n_act):
+        n_vis = n_blocks if full else n_act
+        for v in range(n_vis):
             j = v if full else act[v]
             lip = lips[j]
             if lip <= 0.0:  # padding
                 continue
             r0 = j * n_orient
-            _block_grad(H, Z, act, n_act, r0, n_orient, U)
+            # H rows r0.. restricted to the active columns: Hs rows r0..
+            _grad_active(Hs, ZsT, n_act * n_orient, r0, n_orient, U)
             norm = 0.0
             for r in range(n_orient):
                 for c in range(K):
@@ -208,13 +230,37 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             for r in range(n_orient):
                 for c in range(K):
                     Z[r0 + r, c] = U[r, c] * shrink
-            if shrink > 0.0 and not listed[j]:
+            if slot[j] >= 0:
+                i0 = slot[j] * n_orient
+                for r in range(n_orient):
+                    for c in range(K):
+                        ZsT[c, i0 + r] = Z[r0 + r, c]
+            elif shrink > 0.0:  # joins the active blocks
+                slot[j] = n_act
                 listed[j] = True
                 act[n_act] = j
+                i0 = n_act * n_orient
+                for r in range(n_orient):
+                    for row in range(k):
+                        Hs[row, i0 + r] = H[row, r0 + r]
+                    for c in range(K):
+                        ZsT[c, i0 + r] = Z[r0 + r, c]
                 n_act += 1
-        n_act = _active_blocks(Z, n_orient, act, listed)
+        # drop the blocks that became zero (keeping the others' order)
+        n_keep = 0
+        for a in range(n_act):
+            if _nonzero_block(Z, act[a], n_orient):
+                act[n_keep] = act[a]
+                n_keep += 1
+            else:
+                listed[act[a]] = False
+        if n_keep < n_act:
+            n_act = n_keep
+            _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
         iterates[n_it] = Z
         n_it += 1
+        check = (it + 1) % check_every == 0 or it == max_passes - 1
+        gap = np.inf
         if n_it == n_aa + 1:  # Anderson extrapolation
             n_it = 0
             dZ = np.empty((n_aa, k * K))
@@ -230,15 +276,18 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             for i in range(n_aa):
                 Z_aa += coef[i] * iterates[i + 1]
             n_aa_act = _active_blocks(Z_aa, n_orient, act_aa, listed_aa)
-            f_aa = obj_gap_active(
-                H, b, Z_aa, lam, n_orient, m2, act_aa, n_aa_act, False
-            )[0]
+            f_aa, gap_aa = obj_gap_active(
+                H, b, Z_aa, lam, n_orient, m2, act_aa, n_aa_act, check
+            )
             f = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, False)[0]
             if np.isfinite(f_aa) and f_aa < f:
                 Z[:] = Z_aa
                 n_act = _active_blocks(Z, n_orient, act, listed)
-        if (it + 1) % check_every == 0 or it == max_passes - 1:
-            gap = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, True)[1]
+                _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
+                gap = gap_aa
+        if check:
+            if gap == np.inf:
+                gap = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, True)[1]
             if gap <= tol:
                 break
     return it + 1

@@ -122,20 +122,21 @@ def sure_path(
     gap_best = np.full(n_win, np.nan)
     gram = full_gram(G, 2 * n_win * len(alpha_grid), n_comp, gram=gram)
     GtMM = gain_t_times(G, MM)  # shared by every solve (and the debiasing)
-    Z = None
+    warm = None  # the previous alpha's solutions and residual products
     for j in np.argsort(-alpha_grid, kind="stable"):  # largest alpha first
         lam = alpha_grid[j] / 100.0 * a_max
-        Z, rel, _ = solve_mxne(
+        Z, rel, _, warm = solve_mxne(
             G,
             MM,
             lam,
             n_orient,
             tol=tol,
-            Z0=Z,
             ws_size=ws_size,
             lipschitz_positions=lipschitz_positions,
             gain_t_M=GtMM,
             gram=gram,
+            warm=warm,
+            return_warm=True,
         )
         Zj = Z
         if n_mxne_iter > 1:
