@@ -214,9 +214,12 @@ def solve_mxne(
     violate the optimality conditions most, ``||G_p^T R||_F / lam``, at least
     ``ws_size`` and twice the support) by block coordinate descent on its
     Gram (:func:`_bcd`), to a fraction of the current duality gap; then one
-    product with the whole gain gives the duality gap of every window (the
-    certificate) and the scores of the next working set. A window is done
-    when its gap is <= ``tol * 1/2 ||M_w||_F^2``.
+    product with the whole gain (or its Gram, ``gram``) gives the duality gap
+    of every window (the certificate) and the scores of the next working
+    set (:func:`_residual_products`). A window is done when its gap is <=
+    ``tol * 1/2 ||M_w||_F^2``. Between rounds, each window's iterate is kept
+    by its rows (its active positions and their rows, :func:`compact`):
+    the dense solutions are written once, as windows finish.
 
     Parameters
     ----------
@@ -294,6 +297,8 @@ def solve_mxne(
             "lam must be positive: with lam = 0 the problem is least squares "
             "with more sources than channels, no sparse solution to certify"
         )
+    if warm is not None and keep is not None:
+        raise ValueError("warm and keep cannot be combined")
     alive = None if keep is None else keep.to(device=M.device, dtype=torch.bool)
     n_pos = D.shape[1] // n_orient
     if alive is not None and int(alive.any(1).sum()) <= _UNION_FRAC * n_pos:
@@ -314,8 +319,6 @@ def solve_mxne(
             gram=gram,
         )
     if warm is not None:
-        if keep is not None:
-            raise ValueError("warm and keep cannot be combined")
         pos, X = warm["pos"], warm["X"]
     elif Z0 is None:
         pos = torch.zeros((n_win, 0), dtype=torch.long, device=M.device)

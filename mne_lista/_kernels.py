@@ -9,7 +9,8 @@ compiled loops: the torch version pays a dispatch cost per position and
 pass that dominates on small working sets.
 
 ``bcd_windows``: ``bcd_window`` over a batch of windows in one call, their
-Grams given or read from the full Gram.
+Grams given or read from the full Gram. ``group_sq_norms``: the squared
+group norms of :func:`mne_lista._l21.group_sq_norms` in one pass.
 
 ``debias_fista``: the FISTA loop of :func:`mne_lista._debias.debias` (MNE's
 ``compute_bias`` problem on its reduced quadratic), without numpy's
@@ -291,6 +292,20 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             if gap <= tol:
                 break
     return it + 1
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def group_sq_norms(X, n_orient, out):
+    """``out[p, w]``: squared norm of the rows of position p in window w of X."""
+    m, n_win, K = X.shape
+    for p in range(m // n_orient):
+        for w in range(n_win):
+            s = 0.0
+            for r in range(p * n_orient, (p + 1) * n_orient):
+                for c in range(K):
+                    v = X[r, w, c]
+                    s += v * v
+            out[p, w] = s
 
 
 @numba.njit(cache=True)

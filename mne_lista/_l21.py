@@ -28,6 +28,8 @@ networks).
 import numpy as np
 import torch
 
+from ._numba import numba_kernel
+
 
 def to_tensor(A, device=None, dtype=None):
     """An array or tensor as a tensor, without copying when possible.
@@ -86,8 +88,19 @@ def flat(A):
 
 
 def group_sq_norms(X, n_orient):
-    """Squared Frobenius norm of each position's rows in each window, (P, W)."""
+    """Squared Frobenius norm of each position's rows in each window, (P, W).
+
+    In one compiled pass for float64 on CPU (no gradient): 5-12 times
+    faster than torch's reductions on (1548, 60-120, 25), whose temporaries
+    leave the cache.
+    """
     m, n_win, n_comp = X.shape
+    if X.dtype == torch.float64 and not X.requires_grad:
+        kernel = numba_kernel("group_sq_norms", X.device.type)
+        if kernel is not None:
+            out = torch.empty((m // n_orient, n_win), dtype=X.dtype)
+            kernel(X.contiguous().numpy(), n_orient, out.numpy())
+            return out
     # the contiguous reductions first (components, then orientations): 1.3-1.5
     # times faster than summing the orientations' rows first
     sq = (X * X).reshape(m // n_orient, n_orient, n_win, n_comp)
