@@ -14,6 +14,7 @@ from ._l21 import (
     check_windows,
     gain_t_times,
     gap_from_sums,
+    gram_matrix,
     group_sq_norms,
     init_sources,
     relative_gap,
@@ -650,7 +651,7 @@ def full_gram(D, n_window_solves, n_comp, *, gram=None):
     """
     if not gram_pays(D, n_window_solves, n_comp):
         return None
-    return D.T @ D if gram is None else gram
+    return gram_matrix(D) if gram is None else gram
 
 
 def position_lipschitz(D, n_orient):

@@ -14,7 +14,7 @@ from mne.io.constants import FIFF
 from mne.utils import _validate_type, logger, verbose
 
 from . import _compat
-from ._l21 import lipschitz, to_tensor
+from ._l21 import gram_matrix, lipschitz, to_tensor
 
 
 class LassoProblem:
@@ -124,8 +124,7 @@ class LassoProblem:
         """
         key = ("gram", str(torch.device(device)), dtype)
         if key not in self._tensors:
-            gain = self.gain_tensor(device, dtype)
-            self._tensors[key] = gain.T @ gain
+            self._tensors[key] = gram_matrix(self.gain_tensor(device, dtype))
         return self._tensors[key]
 
     def weighted(self, weights, weights_min=0.0):
