@@ -351,12 +351,12 @@ def solve_mxne(
         # certificate and scores of every position: G^T R, from the Gram of
         # the iterate's rows when known, else one product with the gain
         if n_rounds == 0 and warm is not None:
-            GtR, nR2, r_gz = warm["GtR"], warm["nR2"], warm["r_gz"]
+            GtR, gsq, nR2, r_gz = (warm[k] for k in ("GtR", "gsq", "nR2", "r_gz"))
         else:
-            GtR, nR2, r_gz = _residual_products(
+            GtR, gsq, nR2, r_gz = _residual_products(
                 D, M, GtM, m2, todo, pos, X, n_orient, gram
             )
-        norms = torch.sqrt(group_sq_norms(GtR, n_orient))  # (P, w)
+        norms = torch.sqrt(gsq)  # (P, w)
         sq = _block_sq_norms(X, n_orient)  # (w, k)
         pen = torch.sqrt(sq).sum(1)
         gap = gap_from_sums(nR2, r_gz, pen, lam[todo], norms.amax(0))[0]
@@ -369,7 +369,7 @@ def solve_mxne(
                 Z, todo[done], _position_rows(pos[done], n_orient), X[done], zero=False
             )
             if out is not None:
-                out.add(todo, done, pos[done], X[done], GtR, nR2, r_gz)
+                out.add(todo, done, pos[done], X[done], GtR, gsq, nR2, r_gz)
         if bool(done.all()):
             break
         if bool(done.any()):
@@ -412,18 +412,19 @@ class _WarmState:
         n_win, K = M.shape[1:]
         self.n_orient = n_orient
         self.GtR = M.new_empty((m, n_win, K))
+        self.gsq = M.new_empty((m // n_orient, n_win))
         self.nR2 = M.new_empty(n_win)
         self.r_gz = M.new_empty(n_win)
         self.parts = []
 
-    def add(self, todo, done, pos, X, GtR, nR2, r_gz):
-        """The windows ``todo[done]`` finished (pos, X: theirs; GtR, nR2 and
-        r_gz: of all the windows ``todo``)."""
+    def add(self, todo, done, pos, X, GtR, gsq, nR2, r_gz):
+        """The windows ``todo[done]`` finished (pos, X: theirs; GtR, gsq, nR2
+        and r_gz: of all the windows ``todo``)."""
         idx = todo[done]
         if len(idx) == self.GtR.shape[1]:  # all at once: no copy
-            self.GtR = GtR
+            self.GtR, self.gsq = GtR, gsq
         else:
-            self.GtR[:, idx] = GtR[:, done]
+            self.GtR[:, idx], self.gsq[:, idx] = GtR[:, done], gsq[:, done]
         self.nR2[idx], self.r_gz[idx] = nR2[done], r_gz[done]
         self.parts.append((idx, pos, X))
 
@@ -435,11 +436,23 @@ class _WarmState:
         for idx, p, x in self.parts:
             pos[idx, : p.shape[1]] = p
             X[idx, : x.shape[1]] = x
-        return dict(pos=pos, X=X, GtR=self.GtR, nR2=self.nR2, r_gz=self.r_gz)
+        return dict(
+            pos=pos, X=X, GtR=self.GtR, gsq=self.gsq, nR2=self.nR2, r_gz=self.r_gz
+        )
+
+
+def _windows(A, todo):
+    """The windows ``todo`` of A (rows, W, ...): A itself when they are all
+    of them in order (no copy)."""
+    all_in_order = len(todo) == A.shape[1] and bool(
+        (todo == torch.arange(len(todo), device=todo.device)).all()
+    )
+    return A if all_in_order else A[:, todo]
 
 
 def _residual_products(D, M, GtM, m2, todo, pos, X, n_orient, gram):
-    """``G^T R``, ``||R||^2`` and ``<R, G Z>`` of the windows ``todo``.
+    """``G^T R`` and its squared group norms, ``||R||^2`` and ``<R, G Z>`` of
+    the windows ``todo``.
 
     ``Z`` is given by its rows (``pos`` (w, k) positions, ``X`` (w, r, K)
     their rows, ``r = k n_orient``; padding: zero rows), gathered on the
@@ -450,15 +463,16 @@ def _residual_products(D, M, GtM, m2, todo, pos, X, n_orient, gram):
     - the full Gram: ``G^T R = G^T M - (G^T G)_U Z_U`` and the norms from
       ``G^T M`` and the Gram (no product with the gain): ``m u w K``.
 
-    (The Gram's rows of each window's own positions, ``m r w K``, fewer
-    operations when the supports differ, ran slower in batched products:
-    1.1-1.2 times the union's time on 60 epochs.) Returns (GtR (m, w, K),
-    nR2 (w,), r_gz (w,)).
+    (The Gram's rows of each window's own rows, ``m r w K``, fewer operations
+    when the supports differ, was no faster end to end, in batched products
+    or in a compiled loop of one matrix product per window: irMxNE and SURE
+    over 30-60 epochs took 0.97-1.04 times the union's time.)
+    Returns (GtR (m, w, K), sq (P, w), nR2 (w,), r_gz (w,)).
     """
-    # (all the windows: no copy)
-    GtM_t = GtM if len(todo) == GtM.shape[1] else GtM[:, todo]
+    GtM_t = _windows(GtM, todo)
     if pos.shape[1] == 0:  # zero iterates: R = M
-        return GtM_t, m2[todo], m2.new_zeros(len(todo))
+        sq = group_sq_norms(GtM_t, n_orient)
+        return GtM_t, sq, m2[todo], m2.new_zeros(len(todo))
     n, m = D.shape
     w, r, K = X.shape
     union, inv = torch.unique(pos, return_inverse=True)  # (U,), (w, k)
@@ -473,10 +487,13 @@ def _residual_products(D, M, GtM, m2, todo, pos, X, n_orient, gram):
         GtR = torch.addmm(GtM_f, gram[:, rows], Z_U, alpha=-1.0)  # (m, w K)
         b_z = (GtM_f[rows] * Z_U).reshape(u, w, K).sum((0, 2))
         z_hz = ((GtM_f[rows] - GtR[rows]) * Z_U).reshape(u, w, K).sum((0, 2))
-        return GtR.reshape(m, w, K), m2[todo] - 2.0 * b_z + z_hz, b_z - z_hz
+        GtR = GtR.reshape(m, w, K)
+        sq = group_sq_norms(GtR, n_orient)
+        return GtR, sq, m2[todo] - 2.0 * b_z + z_hz, b_z - z_hz
     GZ = (D[:, rows] @ Z_U).reshape(n, w, K)
     R = M[:, todo] - GZ
-    return gain_t_times(D, R), sq_norms(R), (R * GZ).sum((0, 2))
+    GtR = gain_t_times(D, R)
+    return GtR, group_sq_norms(GtR, n_orient), sq_norms(R), (R * GZ).sum((0, 2))
 
 
 def _solve_on_survivors(D, M, lam, n_orient, alive, **kwargs):

@@ -194,6 +194,43 @@ def test_solve_mxne_exact(kind, request):
     assert not Z_z[:, 0].any() and torch.all(rel_z <= tol)
 
 
+@pytest.mark.parametrize("n_orient", [1, 3])
+@pytest.mark.parametrize("way", ["gain", "gram"])
+def test_residual_products_ways_agree(n_orient, way):
+    """G^T R, its group norms, ||R||^2 and <R, G Z> of iterates given by their
+    rows (windows not in order): the gain and the Gram on the union of the
+    supports give the dense computation's values."""
+    rng = np.random.default_rng(0)
+    n, P, W, K = 20, 40, 6, 4
+    m = P * n_orient
+    D = torch.as_tensor(rng.standard_normal((n, m)))
+    M = torch.as_tensor(rng.standard_normal((n, W, K)))
+    # disjoint supports of 1-3 positions (padded), one window empty
+    pos = torch.zeros((W, 3), dtype=torch.long)
+    X = torch.zeros((W, 3 * n_orient, K), dtype=torch.float64)
+    for w in range(W - 1):
+        k = 1 + w % 3
+        pos[w, :k] = torch.arange(6 * w, 6 * w + k)
+        X[w, : k * n_orient] = torch.as_tensor(rng.standard_normal((k * n_orient, K)))
+    Z = torch.zeros((m, W, K), dtype=torch.float64)
+    _bcd._write_rows(Z, torch.arange(W), _bcd._position_rows(pos, n_orient), X)
+    todo = torch.tensor([0, 2, 3, 5, 1, 4])  # not in order
+    GtM = _l21.gain_t_times(D, M)
+    m2 = _l21.sq_norms(M)
+    gram = None if way == "gain" else _l21.gram_matrix(D)
+    GtR, gsq, nR2, r_gz = _bcd._residual_products(
+        D, M, GtM, m2, todo, pos[todo], X[todo], n_orient, gram
+    )
+    R = M[:, todo] - _l21.gain_times(D, Z[:, todo], sparse_frac=0)
+    GZ = M[:, todo] - R
+    torch.testing.assert_close(GtR, _l21.gain_t_times(D, R))
+    torch.testing.assert_close(
+        gsq, _l21.group_sq_norms(_l21.gain_t_times(D, R), n_orient)
+    )
+    torch.testing.assert_close(nR2, _l21.sq_norms(R))
+    torch.testing.assert_close(r_gz, (R * GZ).sum((0, 2)))
+
+
 def test_solve_mxne_compiled_and_torch_agree(problem_vol, monkeypatch):
     """The numba BCD kernel and the torch BCD reach the same certified optimum."""
     pytest.importorskip("numba")
