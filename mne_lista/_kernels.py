@@ -23,32 +23,6 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def obj_gap(H, b, Z, lam, n_orient, m2):
-    """Objective and duality gap of a restricted problem from its Gram."""
-    HZ = H @ Z
-    k, K = Z.shape
-    bz = np.sum(b * Z)
-    zhz = np.sum(Z * HZ)
-    nR2 = m2 - 2.0 * bz + zhz
-    pen = 0.0
-    dnorm = 0.0
-    for j in range(k // n_orient):
-        sz = 0.0
-        sg = 0.0
-        for r in range(j * n_orient, (j + 1) * n_orient):
-            for c in range(K):
-                sz += Z[r, c] ** 2
-                sg += (HZ[r, c] - b[r, c]) ** 2
-        pen += np.sqrt(sz)
-        dnorm = max(dnorm, sg)
-    dnorm = np.sqrt(dnorm)
-    p_obj = 0.5 * nR2 + lam * pen
-    scale = 1.0 / max(dnorm / max(lam, 1e-300), 1.0)
-    d_obj = (scale - 0.5 * scale * scale) * nR2 + scale * (bz - zhz)
-    return p_obj, p_obj - d_obj
-
-
-@numba.njit(cache=True)
 def _nonzero_block(Z, j, n_orient):
     """Whether block ``j`` (rows ``j * n_orient ...``) of Z has a non-zero."""
     for r in range(j * n_orient, (j + 1) * n_orient):
@@ -59,12 +33,11 @@ def _nonzero_block(Z, j, n_orient):
 
 
 @numba.njit(cache=True)
-def _active_blocks(Z, n_orient, act, listed):
-    """Fill ``act`` with the non-zero blocks of Z (``listed`` flags them)."""
+def _active_blocks(Z, n_orient, act):
+    """Fill ``act`` with the non-zero blocks of Z; returns their number."""
     n_act = 0
     for j in range(Z.shape[0] // n_orient):
-        listed[j] = _nonzero_block(Z, j, n_orient)
-        if listed[j]:
+        if _nonzero_block(Z, j, n_orient):
             act[n_act] = j
             n_act += 1
     return n_act
@@ -72,7 +45,11 @@ def _active_blocks(Z, n_orient, act, listed):
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
 def obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, with_gap):
-    """:func:`obj_gap` from the active blocks ``act[:n_act]`` of Z only.
+    """Objective and duality gap of a restricted problem from its Gram.
+
+    The problem is ``1/2 z'Hz - b'z + lam L21(z)`` (``m2 = ||M||^2``, the
+    dual point the residual rescaled as in MNE's ``dgap_l21``), computed
+    from the active blocks ``act[:n_act]`` of Z only.
 
     The products with the Gram only involve the active rows: ``H[A, A] Z_A``
     for the objective, ``H[:, A] Z_A`` for the duality gap (``with_gap``;
@@ -200,13 +177,11 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
     n_it = 0
     U = np.empty((n_orient, K))
     act = np.empty(n_blocks, np.int64)
-    listed = np.zeros(n_blocks, np.bool_)
     act_aa = np.empty(n_blocks, np.int64)
-    listed_aa = np.zeros(n_blocks, np.bool_)
     Hs = np.empty((k, k))
     ZsT = np.empty((K, k))
     slot = np.empty(n_blocks, np.int64)
-    n_act = _active_blocks(Z, n_orient, act, listed)
+    n_act = _active_blocks(Z, n_orient, act)
     _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
     it = 0
     for it in range(max_passes):
@@ -238,7 +213,6 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
                         ZsT[c, i0 + r] = Z[r0 + r, c]
             elif shrink > 0.0:  # joins the active blocks
                 slot[j] = n_act
-                listed[j] = True
                 act[n_act] = j
                 i0 = n_act * n_orient
                 for r in range(n_orient):
@@ -253,8 +227,6 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             if _nonzero_block(Z, act[a], n_orient):
                 act[n_keep] = act[a]
                 n_keep += 1
-            else:
-                listed[act[a]] = False
         if n_keep < n_act:
             n_act = n_keep
             _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
@@ -276,14 +248,14 @@ def bcd_window(H, b, Z, lam, lips, n_orient, m2, tol, max_passes, check_every, n
             Z_aa = np.zeros((k, K))
             for i in range(n_aa):
                 Z_aa += coef[i] * iterates[i + 1]
-            n_aa_act = _active_blocks(Z_aa, n_orient, act_aa, listed_aa)
+            n_aa_act = _active_blocks(Z_aa, n_orient, act_aa)
             f_aa, gap_aa = obj_gap_active(
                 H, b, Z_aa, lam, n_orient, m2, act_aa, n_aa_act, check
             )
             f = obj_gap_active(H, b, Z, lam, n_orient, m2, act, n_act, False)[0]
             if np.isfinite(f_aa) and f_aa < f:
                 Z[:] = Z_aa
-                n_act = _active_blocks(Z, n_orient, act, listed)
+                n_act = _active_blocks(Z, n_orient, act)
                 _gather_active(H, Z, act, n_act, n_orient, Hs, ZsT, slot)
                 gap = gap_aa
         if check:
