@@ -365,11 +365,10 @@ def solve_mxne(
         if n_rounds == max_rounds:
             done[:] = True
         if bool(done.any()):
-            _write_rows(
-                Z, todo[done], _position_rows(pos[done], n_orient), X[done], zero=False
-            )
+            pos_d, X_d = pos[done], X[done]
+            _write_rows(Z, todo[done], _position_rows(pos_d, n_orient), X_d, zero=False)
             if out is not None:
-                out.add(todo, done, pos[done], X[done], GtR, gsq, nR2, r_gz)
+                out.add(todo, done, pos_d, X_d, GtR, gsq, nR2, r_gz)
         if bool(done.all()):
             break
         if bool(done.any()):
@@ -562,10 +561,8 @@ def _solve_working_sets(
     n_cand = (in_supp | (scores > float("-inf"))).sum(0)
     size = torch.minimum(size, n_cand.clamp(min=1))
     # the support first (strongest first), then the best other positions
-    s_max = int(n_supp.max()) if pos.shape[1] else 0
-    order = torch.topk(sq, s_max, dim=1).indices if s_max else pos[:, :0]
-    pos_s = pos.gather(1, order)
-    X_s = X.gather(1, _position_rows(order, n_orient)[..., None].expand(-1, -1, n_comp))
+    pos_s, X_s = _take_blocks(pos, X, _strongest(sq)[0], n_orient)
+    s_max = pos_s.shape[1]
     n_new = size - n_supp
     k_new = int(n_new.max())
     prio = scores.masked_fill(in_supp, float("-inf"))
@@ -592,14 +589,27 @@ def _solve_working_sets(
     lips = torch.where(valid, lip[top], torch.ones_like(lip[top]))
     X_A = _bcd(H, b, X_A, lam, n_orient, lips, m2, tol, n_it, rows=size * n_orient)
     # keep the rows of the new supports only
-    sq_A = _block_sq_norms(X_A, n_orient) * valid
-    k_keep = int((sq_A > 0).sum(1).max())
-    keep = torch.topk(sq_A, k_keep, dim=1)
-    kept = keep.values > 0
-    pos_new = top.gather(1, keep.indices) * kept
-    rows = _position_rows(keep.indices, n_orient)[..., None].expand(-1, -1, n_comp)
-    X_new = X_A.gather(1, rows) * kept.repeat_interleave(n_orient, 1)[..., None]
-    return pos_new, X_new
+    keep, kept = _strongest(_block_sq_norms(X_A, n_orient) * valid)
+    pos_new, X_new = _take_blocks(top, X_A, keep, n_orient)
+    return pos_new * kept, X_new * kept.repeat_interleave(n_orient, 1)[..., None]
+
+
+def _strongest(sq, n_keep=None):
+    """Each window's non-zero entries of ``sq`` (w, P), strongest first.
+
+    Returns their indices (w, k) and which of them are non-zero (the
+    others pad the windows with fewer): ``k`` is the most non-zero entries
+    of a window, at most ``n_keep``.
+    """
+    k = int((sq > 0).sum(1).max()) if sq.numel() else 0
+    top = torch.topk(sq, k if n_keep is None else min(k, n_keep), dim=1)
+    return top.indices, top.values > 0
+
+
+def _take_blocks(pos, X, order, n_orient):
+    """The positions ``order`` (w, k') of each window's (pos, X) by their rows."""
+    rows = _position_rows(order, n_orient)[..., None].expand(-1, -1, X.shape[2])
+    return pos.gather(1, order), X.gather(1, rows)
 
 
 def compact(Z, n_orient, n_keep=None):
@@ -609,16 +619,11 @@ def compact(Z, n_orient, n_keep=None):
     ``n_keep``: the others are dropped), padded with position 0 and zero
     rows; ``X`` their rows. :func:`_write_rows` writes them back.
     """
-    sq = group_sq_norms(Z, n_orient).T  # (W, P)
-    k = int((sq > 0).sum(1).max()) if sq.numel() else 0
-    k = k if n_keep is None else min(k, n_keep)
-    top = torch.topk(sq, k, dim=1)
-    kept = top.values > 0
-    pos = top.indices * kept
-    rows = _position_rows(top.indices, n_orient)
+    top, kept = _strongest(group_sq_norms(Z, n_orient).T, n_keep)
+    rows = _position_rows(top, n_orient)
     widx = torch.arange(Z.shape[1], device=Z.device)[:, None].expand_as(rows)
     X = Z[rows, widx] * kept.repeat_interleave(n_orient, 1)[..., None]
-    return pos, X
+    return top * kept, X
 
 
 def _position_rows(pos, n_orient):
@@ -796,27 +801,19 @@ def solve_irmxne(
         rel_gap[0] = relative_gap(D, M, Z, lam, n_orient).cpu()
     x_tol = tol * f0 / scale.clamp_min(tiny) if x_tol is None else x_tol
     n_rounds = torch.ones(n_win, dtype=torch.long)
-    K = M.shape[2]
     # the weighted rounds only involve each window's support: its positions
     # pos (w, k), their squared norms sq (w, k; 0 = padding) and their rows
     # X (w, k * o, K), written back into Z when the window stops
-    sq_full = group_sq_norms(Z, n_orient)  # (P, W)
-    idx = torch.nonzero((sq_full > 0).any(0)).flatten()
-    sq_full = sq_full[:, idx]
-    n_keep = int((sq_full > 0).sum(0).max()) if len(idx) else 0
-    first = torch.topk(sq_full.masked_fill(sq_full <= 0, -1.0), n_keep, dim=0)
-    pos, sq = first.indices.T, first.values.T.clamp_min(0.0)
-    X = _rows_of(Z, idx, _position_rows(pos, n_orient))
+    pos, X = compact(Z, n_orient)
+    sq = _block_sq_norms(X, n_orient)
+    idx = torch.nonzero((sq > 0).any(1)).flatten()
+    pos, sq, X = pos[idx], sq[idx], X[idx]
     for k in range(1, n_iter):
         if not len(idx):
             break
-        support = sq > 0  # (w, k)
-        size = support.sum(1)
-        n_keep = int(size.max())
-        order = torch.topk(sq.masked_fill(~support, -1.0), n_keep, dim=1).indices
-        pos, sq = pos.gather(1, order), sq.gather(1, order)
-        valid = torch.arange(n_keep, device=M.device)[None] < size[:, None]
-        X = X.gather(1, _position_rows(order, n_orient)[..., None].expand(-1, -1, K))
+        order, valid = _strongest(sq)  # (w, k): the support, strongest first
+        pos, X = _take_blocks(pos, X, order, n_orient)
+        sq, size = sq.gather(1, order), valid.sum(1)
         w_pos = reweights(sq, scale[idx, None]) * valid
         cols = _position_rows(pos, n_orient)
         w_rows = w_pos.repeat_interleave(n_orient, 1)  # (w, k * o), 0 = padding
