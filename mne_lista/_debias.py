@@ -9,8 +9,10 @@ union over time of per-sample supports) cost seconds, not minutes.
 """
 
 import numpy as np
+import torch
 from mne.utils import logger
 
+from ._l21 import group_sq_norms
 from ._numba import numba_kernel
 
 # exact Lipschitz constant (eigvalsh) up to this many active positions,
@@ -129,22 +131,23 @@ def debias_windows(gram, GtM, Z, n_orient, *, max_iter=1000, tol=1e-6):
         ``Z`` scaled on each window's active positions (a new array).
     """
     gram, GtM, Z = (np.ascontiguousarray(a, dtype=np.float64) for a in (gram, GtM, Z))
-    m, n_win, _ = Z.shape
+    n_win = Z.shape[1]
     rest = np.arange(n_win)
     kernel = numba_kernel("debias_windows")
     if kernel is None:
         out = Z.copy()
     else:
-        out = np.empty_like(Z)  # the kernel copies Z in its first pass
+        out = np.empty_like(Z)  # the kernel copies Z into it
         n_iter = kernel(
             gram, GtM, Z, n_orient, _EXACT_LIPSCHITZ_MAX, max_iter, float(tol), out
         )
         for it in n_iter[n_iter >= 0]:
             _log_iterations(it, max_iter)
         rest = np.flatnonzero(n_iter == -2)
+    if len(rest):
+        active = group_sq_norms(torch.from_numpy(Z), n_orient).numpy() > 0
     for w in rest:
-        sq = (Z[:, w] ** 2).reshape(m // n_orient, -1).sum(1)
-        idx = np.flatnonzero(np.repeat(sq > 0, n_orient))
+        idx = np.flatnonzero(np.repeat(active[:, w], n_orient))
         if len(idx) == 0:
             continue
         X = Z[idx, w]

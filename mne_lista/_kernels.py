@@ -346,24 +346,6 @@ def debias_fista(Q, b, lip, max_iter, tol):
 
 # reassociation lets the sums of squares vectorize: sums of terms >= 0 are
 # zero, positive, inf or NaN in any order
-@numba.njit(cache=True, fastmath={"reassoc"})
-def _copy_active(Z, n_orient, out):
-    """Copies Z to ``out`` and returns ``group_sq_norms(Z, n_orient) > 0``
-    (positions, windows), in one pass over Z in memory order."""
-    m, n_win, K = Z.shape
-    sq = np.zeros((m // n_orient, n_win))
-    for r in range(m):
-        p = r // n_orient
-        for w in range(n_win):
-            s = 0.0
-            for t in range(K):
-                z = Z[r, w, t]
-                out[r, w, t] = z
-                s += z * z
-            sq[p, w] += s
-    return sq > 0.0
-
-
 @numba.njit(cache=True)
 def debias_windows(gram, GtM, Z, n_orient, max_positions, max_iter, tol, out):
     """:func:`mne_lista._debias.debias_windows` of the windows of at most
@@ -378,7 +360,10 @@ def debias_windows(gram, GtM, Z, n_orient, max_positions, max_iter, tol, out):
     other rows of ``out`` are those of Z.
     """
     n_win, K = Z.shape[1], Z.shape[2]
-    active = _copy_active(Z, n_orient, out)
+    out[:] = Z
+    sq = np.empty((Z.shape[0] // n_orient, n_win))
+    group_sq_norms(Z, n_orient, sq)
+    active = sq > 0.0
     n_iter = np.full(n_win, -1, dtype=np.int64)
     for w in range(n_win):
         pos = np.flatnonzero(active[:, w])
