@@ -660,22 +660,19 @@ _GRAM_MAX_COLUMNS = 4096
 
 def gram_pays(D, n_window_solves, n_comp):
     """Whether the full Gram pays off for ``n_window_solves`` solves of
-    ``n_comp`` columns each (see :func:`full_gram`)."""
+    ``n_comp`` columns each (the comment above)."""
     m = D.shape[1]
     return m <= _GRAM_MAX_COLUMNS and 2 * n_window_solves * n_comp >= m
 
 
-def full_gram(D, n_window_solves, n_comp, *, gram=None):
+def full_gram(D, n_window_solves, n_comp):
     """``D^T D`` when it pays off for the solves of a batch, else None.
 
     ``n_window_solves`` is the number of windows times the number of solves
     that will share it (e.g. SURE's grid of alphas over a batch of epochs),
-    ``n_comp`` their columns. ``gram``: the Gram when already known (e.g.
-    cached by :meth:`mne_lista.LassoProblem.gram`).
+    ``n_comp`` their columns (see :func:`gram_pays`).
     """
-    if not gram_pays(D, n_window_solves, n_comp):
-        return None
-    return gram_matrix(D) if gram is None else gram
+    return gram_matrix(D) if gram_pays(D, n_window_solves, n_comp) else None
 
 
 def position_lipschitz(D, n_orient):

@@ -98,8 +98,8 @@ def sure_path(
     ws_size, lipschitz_positions :
         As in :func:`mne_lista.solvers.solve_mxne`.
     gram : Tensor, shape (m, m) | None
-        The Gram ``G^T G`` when known; used when it pays off
-        (:func:`mne_lista._bcd.full_gram`).
+        The Gram ``G^T G``, when the caller holds it and found that it pays
+        off; else computed here when it does (:func:`mne_lista._bcd.full_gram`).
 
     Returns
     -------
@@ -120,7 +120,8 @@ def sure_path(
     sure = np.full((n_win, len(alpha_grid)), np.nan)
     X_best = torch.zeros((G.shape[1], n_win, n_comp), dtype=M.dtype, device=M.device)
     gap_best = np.full(n_win, np.nan)
-    gram = full_gram(G, 2 * n_win * len(alpha_grid), n_comp, gram=gram)
+    if gram is None:  # (a Gram given: the caller found that it pays off)
+        gram = full_gram(G, 2 * n_win * len(alpha_grid), n_comp)
     GtMM = gain_t_times(G, MM)  # shared by every solve (and the debiasing)
     warm = None  # the previous alpha's solutions and residual products
     for j in np.argsort(-alpha_grid, kind="stable"):  # largest alpha first
